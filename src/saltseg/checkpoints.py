@@ -1,0 +1,98 @@
+"""Model weights as safetensors, with the model config in the file's metadata.
+
+A checkpoint never unpickles code: weights are tensors (safetensors) and the config is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from saltseg import __version__
+from saltseg.errors import CheckpointError
+from saltseg.models import ModelConfig, create_model
+from saltseg.utils.io import atomic_path
+
+FORMAT = "saltseg-weights-v1"
+
+
+def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: torch.nn.Module, path: str | Path, **info: Any) -> Path:
+    """Save ``model``'s weights and config (``model.config``) to a safetensors file, atomically."""
+    path = Path(path)
+    config = getattr(getattr(model, "_orig_mod", model), "config", None)
+    if not isinstance(config, ModelConfig):
+        raise ValueError("save_weights expects a saltseg model with a ModelConfig in .config")
+    meta = {
+        "format": FORMAT,
+        "saltseg_version": __version__,
+        "model_config": config.model_dump_json(),
+        "info": json.dumps(info, default=str),
+    }
+    with atomic_path(path) as tmp:
+        save_file(_plain_state_dict(model), str(tmp), metadata=meta)
+    return path
+
+
+def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """The model config and info stored in a weights file, with clear errors for foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError("checkpoint not found", path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"not a readable safetensors file ({exc})", path) from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError("not a saltseg checkpoint (no saltseg metadata)", path)
+    try:
+        config = ModelConfig.model_validate_json(meta["model_config"])
+    except (ValidationError, KeyError) as exc:
+        raise CheckpointError(f"the model config stored in the checkpoint is invalid ({exc})", path) from None
+    return config, json.loads(meta.get("info", "{}"))
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
+    """Build the model described in ``path`` and load its weights (strict), in eval mode."""
+    config, info = read_metadata(path)
+    config = config.model_copy(update={"encoder_weights": None})
+    model = create_model(config)
+    try:
+        state = load_file(str(path), device=map_location)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"corrupt weights ({exc})", path) from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"weights do not match the stored model config ({first})", path) from None
+    model.info = info  # type: ignore[attr-defined]
+    return model.eval()
+
+
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the floating-point tensors of several weights files (integer buffers from
+    the first)."""
+    total: dict[str, torch.Tensor] = {}
+    for p in paths:
+        try:
+            sd = load_file(str(p))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"corrupt weights ({exc})", p) from None
+        for k, v in sd.items():
+            if k not in total:
+                total[k] = v.double() if v.is_floating_point() else v.clone()
+            elif v.is_floating_point():
+                total[k] += v.double()
+    return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in total.items()}

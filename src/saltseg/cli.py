@@ -1,0 +1,85 @@
+"""The ``saltseg`` command line: one console script with a subcommand per pipeline stage.
+
+Every subcommand module registers itself in :data:`COMMANDS` with a parser builder and a handler;
+heavy libraries (torch, Lightning) are imported inside handlers so that ``saltseg --help`` is instant.
+User errors (:class:`~saltseg.errors.SaltsegError`) print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from saltseg.errors import SaltsegError
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser], Handler]] = {}
+
+
+def command(name: str, help_text: str, example: str) -> Callable:
+    """Register ``build(parser)`` as the argument builder and handler factory of subcommand ``name``."""
+
+    def deco(build: Callable[[argparse.ArgumentParser], Handler]) -> Callable:
+        def make(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+            p = sub.add_parser(
+                name,
+                help=help_text,
+                description=f"{help_text}\n\nexample:\n  {example}",
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+            p.set_defaults(_handler=build(p))
+            return p
+
+        COMMANDS[name] = (make, build)  # type: ignore[assignment]
+        return build
+
+    return deco
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    from saltseg import commands  # noqa: F401  (registers the subcommands)
+
+    parser = argparse.ArgumentParser(
+        prog="saltseg",
+        description="Salt-body segmentation of seismic images, from data checks to Kaggle submissions.\n\n"
+        "example:\n  saltseg data check ../shared/data/tgs-salt\n"
+        "  saltseg train configs/cpu_fast.yaml --data DATA --fold 0 --out runs/r1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for make, _ in COMMANDS.values():
+        make(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``saltseg`` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_handler", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args._handler(args) or 0)
+    except SaltsegError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

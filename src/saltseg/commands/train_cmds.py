@@ -1,0 +1,109 @@
+"""Training subcommands: ``train``, ``experiments``, ``lr-find``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from saltseg.cli import command
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset folder (Kaggle layout or images/+masks/)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
+
+
+@command(
+    "train",
+    "Train an experiment config on one fold or all folds.",
+    "saltseg train configs/cpu_fast.yaml --data ../shared/data/tgs-salt --fold 0 --out runs/r1 "
+    "stages.0.epochs=2",
+)
+def _train(p: argparse.ArgumentParser):
+    p.add_argument("config", type=Path)
+    _add_common(p)
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fold", type=int, action="append", help="fold to train (repeatable); default all")
+    g.add_argument("--folds", choices=["all"], help="train every fold")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.training.config import load_config
+        from saltseg.training.train import train_run
+
+        cfg = load_config(args.config, args.overrides)
+        summary = train_run(
+            cfg,
+            args.data,
+            args.out,
+            folds_to_run=args.fold,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+        for f in summary["folds"]:
+            print(
+                f"fold {f['fold']}: {f['status']}, best val {f['best_val_score']:.4f}, "
+                f"oof {f['oof_score']:.4f} ({f['minutes']} min)"
+            )
+        if "oof_score" in summary:
+            print(f"oof score: {summary['oof_score']:.4f} over {summary['n_oof']} tiles")
+        return 0
+
+    return run
+
+
+@command(
+    "experiments",
+    "Run a queue of experiment configs; a failing one is recorded and the next runs.",
+    "saltseg experiments configs/a.yaml configs/b.yaml --data DATA --out runs/queue --fold 0",
+)
+def _experiments(p: argparse.ArgumentParser):
+    p.add_argument("configs", type=Path, nargs="+")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder holding one run folder per config")
+    p.add_argument("--fold", type=int, action="append", help="fold(s) to train; default all")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="key.path=value",
+        help="override applied to every config (repeatable)",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.training.experiments import format_queue, run_queue
+
+        results = run_queue(args.configs, args.data, args.out, args.fold, args.overrides)
+        format_queue(results)
+        return 0 if all(r["status"] == "done" for r in results) else 1
+
+    return run
+
+
+@command(
+    "lr-find",
+    "Learning-rate range test (Lightning's tuner); saves the plot and suggests an LR.",
+    "saltseg lr-find configs/cpu_fast.yaml --data DATA --out runs/lr",
+)
+def _lr_find(p: argparse.ArgumentParser):
+    p.add_argument("config", type=Path)
+    _add_common(p)
+    p.add_argument("--out", type=Path, default=Path("lr_find"), help="folder for lr_find.png")
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--steps", type=int, default=100)
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.training.config import load_config
+        from saltseg.training.lr_find import lr_find
+
+        cfg = load_config(args.config, args.overrides)
+        lr, plot = lr_find(cfg, args.data, args.out, fold=args.fold, steps=args.steps)
+        print(f"suggested lr: {lr:.3g}  (plot: {plot})")
+        return 0
+
+    return run

@@ -1,0 +1,51 @@
+"""Loss configuration (validated, unknown keys rejected)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DeepSupervisionWeights", "LossConfig", "LossName"]
+
+LossName = Literal["bce", "dice", "bce_dice", "lovasz", "lovasz_elu", "lovasz_symmetric", "focal"]
+
+
+class DeepSupervisionWeights(BaseModel):
+    """Weights of the three deep-supervision terms.
+
+    Attributes:
+        final: Weight of the pixel loss on ``outputs["mask"]`` (all images).
+        salt: Weight of the image-level BCE on ``outputs["salt"]`` against "has salt".
+        nonempty: Weight of the pixel loss on ``outputs["mask_nonempty"]``, non-empty images only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    final: float = Field(1.0, ge=0.0)
+    salt: float = Field(0.05, ge=0.0)
+    nonempty: float = Field(0.5, ge=0.0)
+
+
+class LossConfig(BaseModel):
+    """Which loss to train with.
+
+    Attributes:
+        name: Pixel loss: ``bce``, ``dice``, ``bce_dice`` (``bce_weight*BCE + dice_weight*Dice``),
+            ``lovasz`` (hinge), ``lovasz_elu`` (ELU+1 hinge), ``lovasz_symmetric``, ``focal``.
+        bce_weight: Weight of BCE in ``bce_dice``.
+        dice_weight: Weight of Dice in ``bce_dice``.
+        focal_gamma: Focusing power of ``focal``.
+        per_image: Lovasz losses only: per-image mean (True) or one Lovasz over the whole batch (False).
+            Dice is always computed over the batch (stable with empty tiles).
+        deep_supervision: If set, combine final, image-level "salt" and non-empty-only mask heads.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: LossName = "bce_dice"
+    bce_weight: float = Field(1.0, ge=0.0)
+    dice_weight: float = Field(1.0, ge=0.0)
+    focal_gamma: float = Field(2.0, ge=0.0)
+    per_image: bool = True
+    deep_supervision: DeepSupervisionWeights | None = None

@@ -1,0 +1,154 @@
+"""Building blocks no library provides in a usable form: FPA, hypercolumn, GCN and GAU.
+
+smp's PAN decoder has an FPA and a GAU block, but its FPA needs feature maps of at least 8x8 (the
+deepest map of a 128-pixel tile is 4x4) and both put batch norm after global pooling, which breaks
+training with batch size 1; the versions here have neither limitation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.base.modules import Attention, Conv2dReLU, SCSEModule
+from torch import nn
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=False)
+
+
+class FPA(nn.Module):
+    """Feature Pyramid Attention (Li et al. 2018, "Pyramid Attention Network for Semantic Segmentation").
+
+    A U-shaped pyramid of 7x7, 5x5 and 3x3 convolutions over successively max-pooled features
+    produces a one-channel attention map that multiplies a 1x1-convolution branch; a global average
+    pooling branch is added on top. Works for any spatial size (pools use ``ceil_mode``).
+
+    Args:
+        in_channels: Channels of the input features.
+        out_channels: Channels of the output features.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.glob = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True)
+        )
+        self.mid = Conv2dReLU(in_channels, out_channels, kernel_size=1)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        self.down1 = Conv2dReLU(in_channels, 1, kernel_size=7, padding=3)
+        self.down2 = Conv2dReLU(1, 1, kernel_size=5, padding=2)
+        self.down3 = nn.Sequential(
+            Conv2dReLU(1, 1, kernel_size=3, padding=1), Conv2dReLU(1, 1, kernel_size=3, padding=1)
+        )
+        self.conv2 = Conv2dReLU(1, 1, kernel_size=5, padding=2)
+        self.conv1 = Conv2dReLU(1, 1, kernel_size=7, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block; output has the input's spatial size."""
+        size = x.shape[-2:]
+        glob = self.glob(x)
+        mid = self.mid(x)
+        x1 = self.down1(self.pool(x))
+        x2 = self.down2(self.pool(x1))
+        x3 = self.down3(self.pool(x2))
+        x2 = self.conv2(x2) + _resize(x3, x2.shape[-2:])
+        x1 = self.conv1(x1) + _resize(x2, x1.shape[-2:])
+        attention = _resize(x1, size)
+        return mid * attention + glob
+
+
+class Hypercolumn(nn.Module):
+    """Upsample a list of feature maps to the finest resolution among them and concatenate them.
+
+    Args:
+        mode: Interpolation mode passed to ``F.interpolate``.
+    """
+
+    def __init__(self, mode: str = "bilinear") -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Concatenate ``features`` along channels at the size of the largest one."""
+        height = max(int(f.shape[-2]) for f in features)
+        width = max(int(f.shape[-1]) for f in features)
+        align = False if self.mode in ("bilinear", "bicubic") else None
+        resized = [
+            f
+            if (f.shape[-2] == height and f.shape[-1] == width)
+            else F.interpolate(f, size=(height, width), mode=self.mode, align_corners=align)
+            for f in features
+        ]
+        return torch.cat(resized, dim=1)
+
+
+class GCN(nn.Module):
+    """Global Convolutional Network block (Peng et al. 2017, "Large Kernel Matters").
+
+    Two separable large-kernel paths, (k x 1 then 1 x k) and (1 x k then k x 1), summed.
+
+    Args:
+        in_channels: Channels of the input features.
+        out_channels: Channels of the output features.
+        kernel_size: The large kernel ``k`` (odd).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"GCN kernel_size must be odd, got {kernel_size}")
+        pad = kernel_size // 2
+        self.left = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, (kernel_size, 1), padding=(pad, 0)),
+            nn.Conv2d(out_channels, out_channels, (1, kernel_size), padding=(0, pad)),
+        )
+        self.right = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, (1, kernel_size), padding=(0, pad)),
+            nn.Conv2d(out_channels, out_channels, (kernel_size, 1), padding=(pad, 0)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the block; output has the input's spatial size."""
+        return self.left(x) + self.right(x)
+
+
+class GAU(nn.Module):
+    """Global Attention Upsample (Li et al. 2018, "Pyramid Attention Network").
+
+    Globally pooled high-level features produce channel weights that gate 3x3-convolved low-level
+    features; the result is added to the (upsampled, projected) high-level features.
+
+    Args:
+        low_channels: Channels of the low-level (fine) features.
+        high_channels: Channels of the high-level (coarse) features.
+        out_channels: Channels of the output.
+    """
+
+    def __init__(self, low_channels: int, high_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.low = Conv2dReLU(low_channels, out_channels, kernel_size=3, padding=1)
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(high_channels, out_channels, 1), nn.Sigmoid()
+        )
+        self.project = (
+            nn.Identity()
+            if high_channels == out_channels
+            else Conv2dReLU(high_channels, out_channels, kernel_size=1)
+        )
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Fuse ``low`` (B, Cl, H, W) with ``high`` (B, Ch, h, w) into (B, out_channels, H, W)."""
+        gated = self.low(low) * self.gate(high)
+        return gated + _resize(self.project(high), low.shape[-2:])
+
+
+def attention(name: str | None, channels: int) -> nn.Module:
+    """smp's attention module (``"scse"`` or ``None``) that also works for fewer than 16 channels.
+
+    smp's ``SCSEModule`` uses a fixed reduction of 16, which leaves zero hidden channels (and
+    crashes) below 16 channels; here the reduction is ``min(16, channels)``.
+    """
+    if name == "scse":
+        return SCSEModule(channels, reduction=min(16, channels))
+    return Attention(name, in_channels=channels)

@@ -1,0 +1,148 @@
+"""The model configuration: one validated pydantic object that fully describes a network."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ChannelName = Literal["image", "row_ramp", "x_ramp", "cumsum"]
+"""Input channels the :class:`~saltseg.models.adapter.InputAdapter` can build from the raw image."""
+
+CHANNEL_NAMES: tuple[str, ...] = ("image", "row_ramp", "x_ramp", "cumsum")
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to build a salt segmentation model (see ``create_model``).
+
+    Options shared by all segmentation architectures (``unet``, ``gcn_gau``, ``vanilla_unet``,
+    ``dilated_unet``): ``attention`` (scSE in every decoder block), ``hypercolumn``, ``center``
+    (FPA on the deepest features), ``dropout`` (spatial dropout before the final head) and
+    ``deep_supervision``. The talk author's plain U-Net is therefore
+    ``arch="vanilla_unet", attention=None, hypercolumn=False``.
+
+    Attributes:
+        arch: Registry key of the architecture (see ``list_models()``).
+        encoder: smp encoder name (``resnet34``, ``se_resnext50_32x4d``, ``tu-<timm name>``...);
+            for ``arch="classifier"`` a timm model name.
+        encoder_weights: Local weights file (.safetensors, .pth, .pt) to initialise the encoder
+            (or the whole classifier). Nothing is ever downloaded.
+        channels: Input channels built inside the model from the raw image.
+        normalize: ``"standardize"`` applies ``(x - mean) / std``; ``"div255"`` keeps x in [0, 1].
+        mean: Mean of image/255 on the training set.
+        std: Standard deviation of image/255 on the training set.
+        input_size: Side of the square fed to the network (multiple of 32).
+        resize_to: If set, resize the tile to ``resize_to`` x ``resize_to`` before padding.
+        pad_mode: How the tile is padded up to ``input_size``.
+        decoder_channels: Channels of the decoder blocks, deepest first; its length is the
+            encoder depth (1 to 5).
+        attention: ``"scse"`` puts concurrent spatial and channel squeeze-excitation into the decoder.
+        hypercolumn: Concatenate all decoder outputs (upsampled) before the head.
+        center: ``"fpa"`` adds a Feature Pyramid Attention block on the deepest encoder features.
+        drop_first_maxpool: Remove the encoder's first max-pool (keeps more resolution).
+        dropout: Spatial dropout probability before the final head (and image-level head).
+        deep_supervision: Add the image-level ``salt`` logit and the ``mask_nonempty`` head; the
+            ``mask`` head then fuses pixel and image-level features.
+        base_channels: Width of the first level of ``vanilla_unet`` / ``dilated_unet``.
+        depth: Number of poolings of ``vanilla_unet`` / ``dilated_unet`` (1 to 5).
+        batchnorm: Batch normalisation after every convolution of ``vanilla_unet`` / ``dilated_unet``.
+        decreasing_dropout: Dropout at the bottleneck of ``vanilla_unet`` / ``dilated_unet``,
+            decreasing linearly along the expanding path (see ``saltseg.models.vanilla``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = "unet"
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+    channels: list[ChannelName] = Field(default_factory=lambda: ["image"])
+    normalize: Literal["div255", "standardize"] = "standardize"
+    mean: float = 0.4719
+    std: float = 0.1610
+    input_size: int = 128
+    resize_to: int | None = None
+    pad_mode: Literal["reflect", "replicate", "constant"] = "reflect"
+    decoder_channels: list[int] = Field(default_factory=lambda: [256, 128, 64, 32, 16])
+    attention: Literal["scse"] | None = "scse"
+    hypercolumn: bool = True
+    center: Literal["none", "fpa"] = "none"
+    drop_first_maxpool: bool = False
+    dropout: float = 0.0
+    deep_supervision: bool = False
+    base_channels: int = 16
+    depth: int = 4
+    batchnorm: bool = True
+    decreasing_dropout: float = 0.0
+
+    @field_validator("arch", "encoder")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one input channel is needed")
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate input channels in {value}")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _check_std(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"std must be positive, got {value}")
+        return value
+
+    @field_validator("input_size")
+    @classmethod
+    def _check_input_size(cls, value: int) -> int:
+        if value <= 0 or value % 32:
+            raise ValueError(f"input_size must be a positive multiple of 32, got {value}")
+        return value
+
+    @field_validator("decoder_channels")
+    @classmethod
+    def _check_decoder_channels(cls, value: list[int]) -> list[int]:
+        if not 1 <= len(value) <= 5:
+            raise ValueError(f"decoder_channels needs 1 to 5 entries (the encoder depth), got {len(value)}")
+        if any(c <= 0 for c in value):
+            raise ValueError(f"decoder_channels must be positive, got {value}")
+        return value
+
+    @field_validator("dropout", "decreasing_dropout")
+    @classmethod
+    def _check_probability(cls, value: float) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"a dropout probability must be in [0, 1), got {value}")
+        return value
+
+    @field_validator("base_channels")
+    @classmethod
+    def _check_base_channels(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"base_channels must be at least 1, got {value}")
+        return value
+
+    @field_validator("depth")
+    @classmethod
+    def _check_depth(cls, value: int) -> int:
+        if not 1 <= value <= 5:
+            raise ValueError(f"depth must be between 1 and 5, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_resize(self) -> ModelConfig:
+        if self.resize_to is not None and not 1 <= self.resize_to <= self.input_size:
+            raise ValueError(
+                f"resize_to ({self.resize_to}) must be between 1 and input_size ({self.input_size})"
+            )
+        return self
+
+    @property
+    def in_channels(self) -> int:
+        """Number of channels the core network receives from the input adapter."""
+        return len(self.channels)

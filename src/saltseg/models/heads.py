@@ -1,0 +1,95 @@
+"""Output heads shared by all segmentation architectures (hypercolumn, dropout, deep supervision)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segmentation_models_pytorch.base.modules import Conv2dReLU
+from torch import nn
+
+from saltseg.models.blocks import Hypercolumn
+
+MAX_HEAD_CHANNELS = 64
+"""Largest width of the heads' pixel and image-level feature layers (64 as in Heng CherKeng's model)."""
+
+
+def head_channels(finest_channels: int) -> int:
+    """Width of the head layers: four times the finest decoder width, at most 64 (64 by default)."""
+    return min(MAX_HEAD_CHANNELS, 4 * finest_channels)
+
+
+class SegmentationHeads(nn.Module):
+    """Turn decoder outputs (and the deepest features) into the output dict of a segmentation net.
+
+    Without deep supervision: ``{"mask": logits}`` from the hypercolumn (or the last decoder output)
+    through spatial dropout, a 3x3 conv-BN-ReLU (hypercolumn only) and a 1x1 conv.
+
+    With deep supervision (1st place / Heng CherKeng): a pixel branch (3x3 conv-BN-ReLU on the
+    hypercolumn) gives ``mask_nonempty`` logits; an image branch (global average pooling of the
+    deepest features, linear + ReLU) gives the ``salt`` logit; the fused ``mask`` head convolves the
+    pixel features concatenated with the image features broadcast over the image. Head layers are
+    :func:`head_channels` wide.
+
+    Args:
+        feature_channels: Channels of each decoder output passed to :meth:`forward`.
+        image_channels: Channels of the deepest features (used with deep supervision).
+        hypercolumn: Concatenate all decoder outputs instead of using only the last.
+        deep_supervision: Add the ``salt`` and ``mask_nonempty`` outputs and the fused head.
+        dropout: Dropout probability before the heads.
+    """
+
+    def __init__(
+        self,
+        feature_channels: list[int],
+        image_channels: int,
+        hypercolumn: bool,
+        deep_supervision: bool,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.hypercolumn = Hypercolumn() if hypercolumn else None
+        self.deep_supervision = deep_supervision
+        in_channels = sum(feature_channels) if hypercolumn else feature_channels[-1]
+        width = head_channels(feature_channels[-1])
+        self.dropout = nn.Dropout2d(dropout)
+        if deep_supervision:
+            self.pixel = Conv2dReLU(in_channels, width, kernel_size=3, padding=1)
+            self.pixel_logit = nn.Conv2d(width, 1, kernel_size=1)
+            self.image_dropout = nn.Dropout(dropout)
+            self.image = nn.Sequential(nn.Linear(image_channels, width), nn.ReLU(inplace=True))
+            self.image_logit = nn.Linear(width, 1)
+            self.fuse = nn.Sequential(
+                Conv2dReLU(2 * width, width, kernel_size=3, padding=1),
+                nn.Conv2d(width, 1, kernel_size=1),
+            )
+        else:
+            pre: nn.Module = (
+                Conv2dReLU(in_channels, width, kernel_size=3, padding=1) if hypercolumn else nn.Identity()
+            )
+            self.mask = nn.Sequential(pre, nn.Conv2d(width if hypercolumn else in_channels, 1, 1))
+
+    def forward(self, features: list[torch.Tensor], deepest: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Compute the outputs.
+
+        Args:
+            features: Decoder outputs, coarse to fine; the last has the output resolution.
+            deepest: Deepest (bottleneck) features, for the image-level branch.
+
+        Returns:
+            ``{"mask"}`` or, with deep supervision, ``{"mask", "mask_nonempty", "salt"}``.
+        """
+        x = self.hypercolumn(features) if self.hypercolumn is not None else features[-1]
+        x = self.dropout(x)
+        if not self.deep_supervision:
+            return {"mask": self.mask(x)}
+        pixel = self.pixel(x)
+        pooled = self.image_dropout(F.adaptive_avg_pool2d(deepest, 1).flatten(1))
+        image = self.image(pooled)
+        size_h, size_w = int(pixel.shape[-2]), int(pixel.shape[-1])
+        image_map = image[:, :, None, None].expand(-1, -1, size_h, size_w).to(pixel.dtype)
+        fused = self.fuse(torch.cat([pixel, image_map], dim=1))
+        return {
+            "mask": fused,
+            "mask_nonempty": self.pixel_logit(pixel),
+            "salt": self.image_logit(image).flatten(),
+        }

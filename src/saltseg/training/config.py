@@ -1,0 +1,239 @@
+"""Experiment configs: one YAML file validated into :class:`ExperimentConfig`.
+
+An unknown key or a wrong type is a :class:`~saltseg.errors.ConfigError` naming the file and the key.
+Any key can be overridden with ``dotted.path=value`` (the value is parsed as YAML), for example
+``stages.0.epochs=3`` or ``model.encoder=resnet18``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from saltseg.augment.config import AugmentConfig
+from saltseg.errors import ConfigError
+from saltseg.losses.config import LossConfig
+from saltseg.models.config import ModelConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """How tiles are split and read.
+
+    Attributes:
+        folds: Number of folds K.
+        stratify: Fold stratification (depth rank mod K, coverage class, or both).
+        fold_seed: Seed of the fold assignment (tie-breaking).
+        cache: Hold all tiles in memory (fast); False reads PNGs lazily (datasets larger than memory).
+        pseudo_labels: Folder of pseudo-labelled tiles (``saltseg pseudo``), never used for validation.
+        pseudo_mode: ``mix`` adds them to every stage's training tiles; ``pretrain`` trains the
+            ``pretrain_stages`` on labelled + pseudo tiles and the later stages on labelled tiles only.
+        pretrain_stages: Number of leading stages that see pseudo-labels in ``pretrain`` mode.
+    """
+
+    folds: int = Field(5, ge=2)
+    stratify: Literal["depth", "coverage", "depth_coverage", "random"] = "depth"
+    fold_seed: int = 0
+    cache: bool = True
+    pseudo_labels: str | None = None
+    pseudo_mode: Literal["mix", "pretrain"] = "mix"
+    pretrain_stages: int = Field(1, ge=1)
+
+
+class OptimizerConfig(_Strict):
+    """Optimiser of a stage."""
+
+    name: Literal["sgd", "rmsprop", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule of a stage.
+
+    Attributes:
+        name: ``constant``; ``cosine`` (one cycle down to ``min_lr``); ``cosine_restarts`` (``cycles``
+            equal cycles, warm restarts); ``cyclic`` (triangular between ``min_lr`` and ``lr``,
+            ``cycles`` cycles); ``plateau`` (multiply by ``factor`` when the validation score stalls
+            ``patience`` epochs); ``noam`` (linear warm-up for ``warmup_epochs`` then 1/sqrt decay).
+        cycles: Cycles of ``cosine_restarts`` / ``cyclic``; snapshots keep the best epoch of each.
+        min_lr: Lowest learning rate of cosine and cyclic schedules.
+        warmup_epochs: Linear warm-up (any schedule except plateau).
+    """
+
+    name: Literal["constant", "cosine", "cosine_restarts", "cyclic", "plateau", "noam"] = "cosine"
+    cycles: int = Field(1, ge=1)
+    min_lr: float = Field(1e-5, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    factor: float = Field(0.5, gt=0, lt=1)
+    patience: int = Field(3, ge=1)
+
+
+class StageConfig(_Strict):
+    """One stage of training: a loss, an optimiser, a schedule and a length."""
+
+    name: str = "stage"
+    epochs: int = Field(10, ge=1)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    snapshots: bool = False
+
+
+class SWAConfig(_Strict):
+    """Stochastic weight averaging over chosen checkpoints, then BatchNorm statistics recomputed.
+
+    Attributes:
+        enabled: Build ``swa.safetensors`` at the end of each fold.
+        members: ``snapshots`` averages the fold's snapshots; ``last`` averages the last ``k``
+            epoch-end weights of the final stage.
+        k: Epochs averaged with ``members: last``.
+        replace: Use the SWA model as the fold's only member (else it is added to the snapshots).
+    """
+
+    enabled: bool = False
+    members: Literal["snapshots", "last"] = "last"
+    k: int = Field(5, ge=2)
+    replace: bool = True
+
+
+class TrainConfig(_Strict):
+    """Engine settings (Lightning Trainer) and guards.
+
+    Attributes:
+        batch_size: Tiles per step (per device).
+        num_workers: DataLoader worker processes.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
+        devices: Lightning devices (``auto``, a count, or a list).
+        strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn``...), for several GPUs or nodes.
+        num_nodes: Nodes of a multi-node run (torchrun, SLURM).
+        precision: ``auto`` = bf16-mixed on CPU, 16-mixed on CUDA; or any Lightning precision.
+        channels_last: Channels-last memory format (faster convolutions on CPU and tensor cores).
+        compile: torch.compile the model.
+        val_tta: Validate with horizontal-flip TTA.
+        early_stopping: Stop a stage when the validation score has not improved for this many epochs.
+        stall_epochs: Guard: stop the whole run, saying why, when the validation score has not
+            improved for this many epochs.
+        max_minutes: Wall-clock budget of one fold, spread over the stages by their epochs.
+        limit_train_batches: Fraction or count of training batches per epoch (quick trials).
+    """
+
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(0, ge=0)
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    val_tta: bool = True
+    early_stopping: int | None = Field(None, ge=1)
+    stall_epochs: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    limit_train_batches: float | int | None = None
+    log_every_n_steps: int = Field(10, ge=1)
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment: data split, model, augmentations, stages, SWA and engine settings."""
+
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()])
+    swa: SWAConfig = Field(default_factory=SWAConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if not self.stages:
+            raise ValueError("stages: at least one stage is needed")
+        return self
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{loc}'")
+        else:
+            parts.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML; list indices allowed)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            parsed = value
+        node: Any = raw
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                try:
+                    idx = int(part)
+                    node[idx]
+                except (ValueError, IndexError):
+                    raise ConfigError(
+                        f"override {key!r}: {part!r} is not an index of a list of {len(node)}"
+                    ) from None
+                if last:
+                    node[idx] = parsed
+                else:
+                    node = node[idx]
+            else:
+                if last:
+                    node[part] = parsed
+                else:
+                    if part not in node or node[part] is None:
+                        node[part] = {}
+                    node = node[part]
+    return raw
+
+
+def parse_config(raw: dict[str, Any], source: str | Path = "config") -> ExperimentConfig:
+    """Validate a raw dict into an :class:`ExperimentConfig`, raising a one-line ConfigError."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc), source) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a YAML experiment config."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"not valid YAML{where}", path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be a mapping of keys", path)
+    raw.setdefault("name", path.stem)
+    return parse_config(apply_overrides(raw, overrides or []), path)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

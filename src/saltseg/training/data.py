@@ -1,0 +1,172 @@
+"""Training data: labelled tiles in memory or read lazily, folds, pseudo-labels, and the DataModule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from saltseg.data.folds import make_folds
+from saltseg.data.tiles import TileSource, load_images, load_masks, open_dataset, read_image, read_mask
+from saltseg.errors import DataError
+from saltseg.metrics.kaggle import coverage
+
+
+@dataclass
+class LabelledTiles:
+    """Labelled tiles of a dataset: ids, depths, and (when cached) pixels and masks."""
+
+    source: TileSource
+    ids: list[str]
+    images: np.ndarray | None
+    masks: np.ndarray | None
+
+    @classmethod
+    def load(cls, data_dir: str | Path, cache: bool = True) -> LabelledTiles:
+        """Find the labelled tiles of ``data_dir``; read them all into memory when ``cache``."""
+        src = open_dataset(data_dir)
+        if not src.labelled_ids:
+            raise DataError("no labelled tiles (images with masks) found", data_dir)
+        ids = list(src.labelled_ids)
+        images = masks = None
+        if cache:
+            images = load_images([src.image_path(i) for i in ids])
+            masks = load_masks([src.mask_path(i) for i in ids])
+        return cls(src, ids, images, masks)
+
+    def coverages(self) -> np.ndarray:
+        """Salt coverage of every tile."""
+        if self.masks is not None:
+            return coverage(self.masks)
+        return np.array([read_mask(self.source.mask_path(i)).mean() for i in self.ids])
+
+    def pixel_stats(self, idx: np.ndarray) -> tuple[float, float]:
+        """Mean and std of image/255 over the tiles ``idx`` (for standardisation)."""
+        if self.images is not None:
+            x = self.images[idx].astype(np.float64) / 255.0
+        else:
+            x = (
+                load_images([self.source.image_path(self.ids[i]) for i in idx[:2000]]).astype(np.float64)
+                / 255
+            )
+        return float(x.mean()), float(max(x.std(), 1e-3))
+
+
+def folds_for(data_dir: str | Path, k: int = 5, by: str = "depth", seed: int = 0) -> dict[str, int]:
+    """The K-fold assignment of the labelled tiles of ``data_dir``."""
+    tiles = LabelledTiles.load(data_dir, cache=by in ("coverage", "depth_coverage"))
+    depths = tiles.source.depth_array(tiles.ids) if tiles.source.depths else None
+    cov = tiles.coverages() if by in ("coverage", "depth_coverage") else None
+    return make_folds(tiles.ids, k=k, by=by, depths=depths, coverages=cov, seed=seed)  # type: ignore[arg-type]
+
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class TileDataset(Dataset):
+    """Tiles as ``(image (1,H,W) float in [0,1], mask (1,H,W) float {0,1})``, optionally augmented.
+
+    Holds arrays in memory, or reads each PNG on access when given paths (lazy mode).
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray | list[Path],
+        masks: np.ndarray | list[Path],
+        transform: Transform | None = None,
+    ) -> None:
+        if len(images) != len(masks):
+            raise ValueError("images and masks differ in length")
+        self.images, self.masks, self.transform = images, masks, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = self.images[i]
+        msk = self.masks[i]
+        if isinstance(img, Path):
+            img = read_image(img)
+        if isinstance(msk, Path):
+            msk = read_mask(msk)
+        x = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255.0)[None]
+        y = torch.from_numpy(np.ascontiguousarray(msk)).float()[None]
+        if self.transform is not None:
+            x, y = self.transform(x, y)
+        return x, y
+
+
+def load_pseudo_labels(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a pseudo-label dataset written by ``saltseg pseudo`` (images/ + masks/ folders)."""
+    src = open_dataset(folder)
+    if not src.labelled_ids:
+        raise DataError("no pseudo-labelled tiles found (expected images/ and masks/)", folder)
+    return (
+        load_images([src.image_path(i) for i in src.labelled_ids]),
+        load_masks([src.mask_path(i) for i in src.labelled_ids]),
+    )
+
+
+class SaltDataModule(L.LightningDataModule):
+    """Train/validation loaders of one fold, with optional pseudo-labelled tiles in training."""
+
+    def __init__(
+        self,
+        tiles: LabelledTiles,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        batch_size: int,
+        transform: Transform | None,
+        num_workers: int = 0,
+        pseudo: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tiles, self.train_idx, self.val_idx = tiles, train_idx, val_idx
+        self.batch_size, self.transform, self.num_workers = batch_size, transform, num_workers
+        self.pseudo = pseudo
+        self.use_pseudo = pseudo is not None
+
+    def _subset(self, idx: np.ndarray, transform: Transform | None) -> TileDataset:
+        t = self.tiles
+        if t.images is not None and t.masks is not None:
+            return TileDataset(t.images[idx], t.masks[idx], transform)
+        return TileDataset(
+            [t.source.image_path(t.ids[i]) for i in idx],
+            [t.source.mask_path(t.ids[i]) for i in idx],
+            transform,
+        )
+
+    def train_dataset(self) -> Dataset:
+        """Training tiles of the fold (plus pseudo-labels when in use)."""
+        ds: Dataset = self._subset(self.train_idx, self.transform)
+        if self.use_pseudo and self.pseudo is not None:
+            ds = ConcatDataset([ds, TileDataset(self.pseudo[0], self.pseudo[1], self.transform)])
+        return ds
+
+    def val_dataset(self) -> TileDataset:
+        """Validation tiles of the fold (never augmented, never pseudo-labelled)."""
+        return self._subset(self.val_idx, None)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_dataset(),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.val_dataset(),
+            batch_size=self.batch_size * 2,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )

@@ -1,0 +1,70 @@
+"""A queue of experiments: each config trains in its own run folder; a failure is recorded and the
+queue goes on; a summary table closes it."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from saltseg.errors import SaltsegError
+from saltseg.utils.io import write_json
+
+
+def run_queue(
+    configs: list[Path],
+    data_dir: Path,
+    out: Path,
+    folds: list[int] | None,
+    overrides: list[str] | None = None,
+) -> list[dict]:
+    """Train every config in turn into ``out/<config name>``; returns one result row per config."""
+    from saltseg.training.config import load_config
+    from saltseg.training.train import train_run
+
+    results: list[dict] = []
+    console = Console(stderr=True)
+    for path in configs:
+        started = time.time()
+        row: dict = {"config": str(path), "name": path.stem, "run": str(out / path.stem)}
+        try:
+            cfg = load_config(path, overrides)
+            row["name"] = cfg.name
+            row["run"] = str(out / cfg.name)
+            summary = train_run(cfg, data_dir, out / cfg.name, folds_to_run=folds, progress=False)
+            row.update(
+                status="done",
+                oof_score=summary.get("oof_score"),
+                best_val=max((f.get("best_val_score") or 0) for f in summary["folds"]),
+            )
+            stops = [f["reason"] for f in summary["folds"] if f.get("reason")]
+            if stops:
+                row["note"] = stops[0]
+        except SaltsegError as exc:
+            row.update(status="failed", error=str(exc))
+        except Exception as exc:
+            row.update(
+                status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=5)
+            )
+        row["minutes"] = round((time.time() - started) / 60, 2)
+        results.append(row)
+        console.print(f"[bold]{row['name']}[/]: {row['status']} {row.get('error', '')}")
+        write_json(out / "queue.json", results)
+    return results
+
+
+def format_queue(results: list[dict]) -> None:
+    """Print the queue's summary table (rich)."""
+    table = Table(title="experiments")
+    for col in ("name", "status", "oof score", "best val", "minutes", "note"):
+        table.add_column(col)
+    for r in results:
+        oof = f"{r['oof_score']:.4f}" if r.get("oof_score") is not None else "-"
+        best = f"{r['best_val']:.4f}" if r.get("best_val") is not None else "-"
+        table.add_row(
+            r["name"], r["status"], oof, best, str(r["minutes"]), r.get("error") or r.get("note") or ""
+        )
+    Console().print(table)

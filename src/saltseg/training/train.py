@@ -1,0 +1,484 @@
+"""Training runs: every fold of an experiment through its stages, with resume, keep-best, snapshots,
+SWA, out-of-fold probabilities and a summary per fold and per run.
+
+Run folder::
+
+    RUN/config.yaml            resolved config          RUN/folds.csv     the K-fold split
+    RUN/summary.json           folds, OOF score         RUN/fold{k}/...   one folder per fold
+    fold{k}/state.json         completed stages, status (resume reads it)
+    fold{k}/stage{i}/last.ckpt Lightning checkpoint of the stage in progress (resume)
+    fold{k}/best.safetensors   best validation epoch     fold{k}/snapshots/*.safetensors  per-cycle bests
+    fold{k}/oof.npz            ids, uint8 probabilities of the fold's members' average on its tiles
+    fold{k}/logs/              CSV and TensorBoard logs  fold{k}/summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from saltseg.augment import build_transforms
+from saltseg.checkpoints import average_weights, load_model, save_weights
+from saltseg.data.folds import load_folds, make_folds, save_folds
+from saltseg.errors import SaltsegError
+from saltseg.inference.tta import autocast_for, predict_batch
+from saltseg.metrics.kaggle import kaggle_scores
+from saltseg.models import create_model
+from saltseg.training.callbacks import AtomicCheckpointIO, SnapshotKeeper, TrainingGuard
+from saltseg.training.config import ExperimentConfig, dump_config
+from saltseg.training.data import LabelledTiles, SaltDataModule, TileDataset, load_pseudo_labels
+from saltseg.training.module import SaltModule
+from saltseg.utils.io import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+
+
+class TrainingFailed(SaltsegError):
+    """A run stopped by a guard (NaN loss) or an error; the message says why."""
+
+
+def resolve_precision(cfg: ExperimentConfig) -> str:
+    """``auto`` precision: bf16-mixed on CPU, 16-mixed (or bf16) on CUDA."""
+    p = cfg.train.precision
+    if p != "auto":
+        return p
+    if cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed"
+
+
+@dataclass
+class FoldState:
+    """What a fold has done, persisted in ``state.json`` so that ``--resume`` continues it."""
+
+    completed: list[int]
+    best_score: float = -math.inf
+    status: str = "running"
+    reason: str | None = None
+    seconds: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> FoldState:
+        if not path.exists():
+            return cls(completed=[])
+        d = json.loads(path.read_text())
+        return cls(
+            completed=d["completed"],
+            best_score=d.get("best_score") or -math.inf,
+            status=d.get("status", "running"),
+            reason=d.get("reason"),
+            seconds=d.get("seconds", 0.0),
+        )
+
+    def save(self, path: Path) -> None:
+        write_json(
+            path,
+            {
+                "completed": self.completed,
+                "best_score": None if self.best_score == -math.inf else self.best_score,
+                "status": self.status,
+                "reason": self.reason,
+                "seconds": self.seconds,
+            },
+        )
+
+
+def _fold_split(ids: list[str], folds: dict[str, int], fold: int) -> tuple[np.ndarray, np.ndarray]:
+    f = np.array([folds[i] for i in ids])
+    val = np.flatnonzero(f == fold)
+    if val.size == 0:
+        raise SaltsegError(f"fold {fold} has no tiles (folds are 0..{f.max()})")
+    return np.flatnonzero(f != fold), val
+
+
+def fold_assignment(cfg: ExperimentConfig, tiles: LabelledTiles) -> dict[str, int]:
+    """The config's K-fold split of ``tiles``."""
+    depths = tiles.source.depth_array(tiles.ids) if tiles.source.depths else None
+    need_cov = cfg.data.stratify in ("coverage", "depth_coverage")
+    return make_folds(
+        tiles.ids,
+        k=cfg.data.folds,
+        by=cfg.data.stratify,
+        depths=depths,
+        coverages=tiles.coverages() if need_cov else None,
+        seed=cfg.data.fold_seed,
+    )
+
+
+def prepare_fold_split(
+    cfg: ExperimentConfig, tiles: LabelledTiles, fold: int, folds: dict[str, int] | None = None
+) -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
+    """The fold's model (standardised with its training tiles' statistics) and train/validation indices."""
+    train_idx, val_idx = _fold_split(
+        tiles.ids, folds if folds is not None else fold_assignment(cfg, tiles), fold
+    )
+    model_cfg = cfg.model
+    if model_cfg.normalize == "standardize":
+        mean, std = tiles.pixel_stats(train_idx)
+        model_cfg = model_cfg.model_copy(update={"mean": mean, "std": std})
+    model = create_model(model_cfg)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, train_idx, val_idx
+
+
+def _trainer(
+    cfg: ExperimentConfig,
+    stage_dir: Path,
+    fold_dir: Path,
+    stage_index: int,
+    epochs: int,
+    callbacks: list[L.Callback],
+    max_seconds: float | None,
+    progress: bool,
+) -> L.Trainer:
+    ckpt = ModelCheckpoint(
+        dirpath=stage_dir,
+        filename="last",
+        save_last=False,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=False,
+        enable_version_counter=False,
+    )
+    cbs = [ckpt, LearningRateMonitor(logging_interval="epoch"), *callbacks]
+    if progress:
+        cbs.append(RichProgressBar(leave=True))
+    loggers = [
+        CSVLogger(fold_dir / "logs", name=f"stage{stage_index}", version=""),
+        TensorBoardLogger(fold_dir / "logs", name="tensorboard", version=f"stage{stage_index}"),
+    ]
+    kwargs = {}
+    if max_seconds is not None:
+        kwargs["max_time"] = {"seconds": max(int(max_seconds), 1)}
+    if cfg.train.limit_train_batches is not None:
+        kwargs["limit_train_batches"] = cfg.train.limit_train_batches
+    return L.Trainer(
+        max_epochs=epochs,
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        strategy=cfg.train.strategy,
+        num_nodes=cfg.train.num_nodes,
+        precision=resolve_precision(cfg),
+        callbacks=cbs,
+        logger=loggers,
+        num_sanity_val_steps=0,
+        enable_progress_bar=progress,
+        log_every_n_steps=cfg.train.log_every_n_steps,
+        plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
+        default_root_dir=fold_dir,
+        **kwargs,
+    )
+
+
+@torch.no_grad()
+def predict_tiles(
+    models: list[torch.nn.Module],
+    images: np.ndarray,
+    batch_size: int = 64,
+    hflip: bool = True,
+    channels_last: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Average probability of ``models`` on uint8 tiles (N,H,W): (N,H,W) float32 and salt probs or None."""
+    device = next(models[0].parameters()).device
+    out = np.zeros(images.shape, dtype=np.float32)
+    salt = np.zeros(len(images), dtype=np.float32)
+    has_salt = False
+    for m in models:
+        m.eval()
+        if channels_last:
+            m.to(memory_format=torch.channels_last)
+    for s in range(0, len(images), batch_size):
+        x = torch.from_numpy(images[s : s + batch_size]).float().div_(255)[:, None].to(device)
+        acc = torch.zeros_like(x[:, 0])
+        sacc = torch.zeros(x.shape[0], device=device)
+        with autocast_for(device):
+            for m in models:
+                p = predict_batch(m, x, hflip=hflip, channels_last=channels_last)
+                acc += p["mask"][:, 0]
+                if "salt" in p:
+                    sacc += p["salt"]
+                    has_salt = True
+        out[s : s + batch_size] = (acc / len(models)).float().cpu().numpy()
+        salt[s : s + batch_size] = (sacc / len(models)).float().cpu().numpy()
+    return out, (salt if has_salt else None)
+
+
+def save_probs(
+    path: Path,
+    ids: list[str],
+    probs: np.ndarray,
+    salt: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+) -> None:
+    """Save probabilities as uint8 (p * 255) with their ids (and truth masks, for OOF), atomically."""
+    arrays = {"ids": np.array(ids), "probs": np.round(probs * 255).astype(np.uint8)}
+    if salt is not None:
+        arrays["salt"] = salt.astype(np.float32)
+    if truth is not None:
+        arrays["truth"] = np.packbits(truth.astype(bool), axis=-1)
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load_probs(path: Path) -> dict[str, np.ndarray]:
+    """Read a file written by :func:`save_probs` (probabilities back to float32 in [0, 1])."""
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files}
+    d["probs"] = d["probs"].astype(np.float32) / 255.0
+    if "truth" in d:
+        d["truth"] = np.unpackbits(d["truth"], axis=-1, count=d["probs"].shape[-1]).astype(bool)
+    d["ids"] = d["ids"].astype(str)
+    return d
+
+
+def _swa(cfg: ExperimentConfig, fold_dir: Path, members: list[Path], dm: SaltDataModule) -> Path | None:
+    src = members if cfg.swa.members == "snapshots" else sorted((fold_dir / "swa").glob("epoch*.safetensors"))
+    if len(src) < 2:
+        log.warning("SWA skipped: fewer than two checkpoints to average")
+        return None
+    model = load_model(src[0])
+    model.load_state_dict(average_weights(src))
+    loader = torch.utils.data.DataLoader(dm.train_dataset(), batch_size=cfg.train.batch_size, shuffle=True)
+    torch.optim.swa_utils.update_bn(loader, model)  # batches are (image, mask): it feeds the images
+    return save_weights(model, fold_dir / "swa.safetensors", swa_of=[p.name for p in src])
+
+
+def train_fold(
+    cfg: ExperimentConfig,
+    tiles: LabelledTiles,
+    folds: dict[str, int],
+    fold: int,
+    fold_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train one fold through all stages; returns its summary (also written to ``summary.json``)."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    state_path = fold_dir / "state.json"
+    state = FoldState.load(state_path) if resume else FoldState(completed=[])
+    if state.status == "done" and resume:
+        return json.loads((fold_dir / "summary.json").read_text())
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold, folds)
+    pseudo = load_pseudo_labels(cfg.data.pseudo_labels) if cfg.data.pseudo_labels else None
+    dm = SaltDataModule(
+        tiles,
+        train_idx,
+        val_idx,
+        cfg.train.batch_size,
+        build_transforms(cfg.augment),
+        cfg.train.num_workers,
+        pseudo,
+    )
+    module = SaltModule(model, cfg)
+    started = time.time()
+    total_epochs = sum(s.epochs for s in cfg.stages)
+    budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
+    guard_reason, failed = None, False
+    is_zero = True
+    for si, stage in enumerate(cfg.stages):
+        stage_dir = fold_dir / f"stage{si}"
+        if si in state.completed:
+            model.load_state_dict(load_model(stage_dir / "end.safetensors").state_dict())
+            continue
+        module.set_stage(si)
+        dm.use_pseudo = pseudo is not None and (
+            cfg.data.pseudo_mode == "mix" or si < cfg.data.pretrain_stages
+        )
+        keeper = SnapshotKeeper(
+            fold_dir,
+            si,
+            stage,
+            state.best_score,
+            swa_k=cfg.swa.k
+            if cfg.swa.enabled and cfg.swa.members == "last" and si == len(cfg.stages) - 1
+            else 0,
+        )
+        guard = TrainingGuard(cfg.train.stall_epochs, state.best_score)
+        extra: list[L.Callback] = [keeper, guard]
+        if cfg.train.early_stopping:
+            extra.append(
+                L.pytorch.callbacks.EarlyStopping("val_score", mode="max", patience=cfg.train.early_stopping)
+            )
+        max_seconds = None
+        if budget is not None:
+            spent = state.seconds + time.time() - started
+            max_seconds = (
+                max(budget - spent, 1) * stage.epochs / max(sum(s.epochs for s in cfg.stages[si:]), 1)
+            )
+        trainer = _trainer(cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress)
+        ckpt = stage_dir / "last.ckpt"
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+            trainer.fit(
+                module, datamodule=dm, ckpt_path=ckpt if resume and ckpt.exists() else None, weights_only=True
+            )
+        state.best_score = max(state.best_score, keeper.best_score)
+        is_zero = trainer.is_global_zero
+        if not is_zero:
+            continue
+        save_weights(model, stage_dir / "end.safetensors", stage=si, epochs=trainer.current_epoch)
+        state.completed.append(si)
+        state.seconds += time.time() - started
+        started = time.time()
+        state.save(state_path)
+        if guard.reason:
+            guard_reason, failed = guard.reason, guard.failed
+            break
+    if not is_zero:
+        return {}
+    members = sorted((fold_dir / "snapshots").glob("*.safetensors"))
+    if not members and (fold_dir / "best.safetensors").exists():
+        members = [fold_dir / "best.safetensors"]
+    if not members:
+        members = [fold_dir / f"stage{state.completed[-1]}" / "end.safetensors"]
+    if cfg.swa.enabled and not failed:
+        swa_path = _swa(cfg, fold_dir, members, dm)
+        if swa_path is not None:
+            members = [swa_path] if cfg.swa.replace else [*members, swa_path]
+    summary = _finish_fold(
+        cfg, tiles, val_idx, fold, fold_dir, members, state, total_epochs, guard_reason, failed
+    )
+    state.status, state.reason = summary["status"], guard_reason
+    state.save(state_path)
+    if failed:
+        raise TrainingFailed(f"fold {fold} stopped: {guard_reason}")
+    return summary
+
+
+def _finish_fold(
+    cfg: ExperimentConfig,
+    tiles: LabelledTiles,
+    val_idx: np.ndarray,
+    fold: int,
+    fold_dir: Path,
+    members: list[Path],
+    state: FoldState,
+    total_epochs: int,
+    reason: str | None,
+    failed: bool,
+) -> dict:
+    ids = [tiles.ids[i] for i in val_idx]
+    if tiles.images is not None and tiles.masks is not None:
+        images, truth = tiles.images[val_idx], tiles.masks[val_idx]
+    else:
+        from saltseg.data.tiles import load_images, load_masks
+
+        images = load_images([tiles.source.image_path(i) for i in ids])
+        truth = load_masks([tiles.source.mask_path(i) for i in ids])
+    models = [load_model(p) for p in members]
+    probs, salt = predict_tiles(
+        models, images, batch_size=cfg.train.batch_size * 2, channels_last=cfg.train.channels_last
+    )
+    save_probs(fold_dir / "oof.npz", ids, probs, salt, truth)
+    scores = kaggle_scores(probs > 0.5, truth)
+    member_scores = {}
+    for p, m in zip(members, models, strict=True):
+        mp, _ = predict_tiles(
+            [m], images, batch_size=cfg.train.batch_size * 2, channels_last=cfg.train.channels_last
+        )
+        member_scores[p.name] = float(kaggle_scores(mp > 0.5, truth).mean())
+    summary = {
+        "name": cfg.name,
+        "fold": fold,
+        "status": "failed" if failed else ("stopped" if reason else "done"),
+        "reason": reason,
+        "epochs": total_epochs,
+        "minutes": round(state.seconds / 60, 2),
+        "best_val_score": None if state.best_score == -math.inf else state.best_score,
+        "oof_score": float(scores.mean()),
+        "n_val": len(ids),
+        "members": [str(p.relative_to(fold_dir)) for p in members],
+        "member_scores": member_scores,
+    }
+    write_json(fold_dir / "summary.json", summary)
+    return summary
+
+
+def prepare_run(
+    cfg: ExperimentConfig, data_dir: str | Path, out: Path, resume: bool
+) -> tuple[LabelledTiles, dict[str, int]]:
+    """Create (or reopen) a run folder: resolved config, folds and tiles."""
+    if out.exists() and any(out.iterdir()) and not resume:
+        if (out / "config.yaml").exists():
+            raise SaltsegError(
+                f"run folder {out} already holds a run; use --resume to continue it or choose another --out"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
+    folds_csv = out / "folds.csv"
+    if resume and folds_csv.exists():
+        folds = load_folds(folds_csv)
+    else:
+        folds = fold_assignment(cfg, tiles)
+        save_folds(folds_csv, folds)
+    with atomic_write(out / "config.yaml") as f:
+        f.write(dump_config(cfg))
+    write_json(out / "data.json", {"data_dir": str(Path(data_dir).resolve())})
+    return tiles, folds
+
+
+def train_run(
+    cfg: ExperimentConfig,
+    data_dir: str | Path,
+    out: str | Path,
+    folds_to_run: list[int] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train the chosen folds (default: all) of ``cfg`` on ``data_dir`` into run folder ``out``."""
+    out = Path(out)
+    tiles, folds = prepare_run(cfg, data_dir, out, resume)
+    todo = list(range(cfg.data.folds)) if folds_to_run is None else folds_to_run
+    for k in todo:
+        if not 0 <= k < cfg.data.folds:
+            raise SaltsegError(f"fold {k} does not exist (folds are 0..{cfg.data.folds - 1})")
+    results = []
+    for k in todo:
+        results.append(train_fold(cfg, tiles, folds, k, out / f"fold{k}", resume=resume, progress=progress))
+    return summarize_run(out)
+
+
+def summarize_run(out: Path) -> dict:
+    """Collect fold summaries and the OOF score over every finished fold into ``RUN/summary.json``."""
+    folds = []
+    preds, truths = [], []
+    for fs in sorted(out.glob("fold*/summary.json")):
+        s = json.loads(fs.read_text())
+        folds.append(s)
+        oof = fs.parent / "oof.npz"
+        if oof.exists():
+            d = load_probs(oof)
+            preds.append(d["probs"] > 0.5)
+            truths.append(d["truth"])
+    summary: dict = {"run": str(out), "folds": folds}
+    if preds:
+        summary["oof_score"] = float(kaggle_scores(np.concatenate(preds), np.concatenate(truths)).mean())
+        summary["n_oof"] = int(sum(len(p) for p in preds))
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+__all__ = [
+    "TileDataset",
+    "TrainingFailed",
+    "load_probs",
+    "predict_tiles",
+    "save_probs",
+    "train_fold",
+    "train_run",
+]

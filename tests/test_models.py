@@ -1,0 +1,490 @@
+"""Tests of saltseg.models: every registered architecture, the input adapter, the blocks, weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import segmentation_models_pytorch as smp
+
+from saltseg.errors import CheckpointError, ConfigError, SaltsegError
+from saltseg.models import (
+    MODEL_REGISTRY,
+    InputAdapter,
+    ModelConfig,
+    SaltModel,
+    count_parameters,
+    create_model,
+    list_models,
+    register_model,
+)
+from saltseg.models.blocks import FPA, GAU, GCN, Hypercolumn, attention
+from saltseg.models.vanilla import decreasing_dropout_schedule
+
+BUILTIN = ["classifier", "dilated_unet", "gcn_gau", "unet", "vanilla_unet"]
+SEGMENTATION = ["dilated_unet", "gcn_gau", "unet", "vanilla_unet"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (and OpenMP threads stall on a shared, busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(arch: str, **overrides: Any) -> ModelConfig:
+    """A small but complete config of ``arch`` (resnet18 encoder, few channels)."""
+    fields: dict[str, Any] = {
+        "arch": arch,
+        "encoder": "resnet18",
+        "decoder_channels": [16, 8, 8, 4, 4],
+        "base_channels": 4,
+        "depth": 3,
+    }
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+def tiles(batch: int = 2, size: int = 101) -> torch.Tensor:
+    return torch.rand(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    return next(m for m in model.net.modules() if isinstance(m, nn.Conv2d))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_builtin_models_registered() -> None:
+    assert list_models() == sorted(MODEL_REGISTRY)
+    assert set(BUILTIN) <= set(list_models())
+
+
+def test_register_custom_model_and_duplicate() -> None:
+    class Constant(nn.Module):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"mask": x[:, :1] * 0 + 3.0}
+
+    @register_model("_test_constant")
+    def build(cfg: ModelConfig) -> nn.Module:
+        return Constant()
+
+    try:
+        model = create_model(ModelConfig(arch="_test_constant", input_size=64))
+        out = model(tiles(size=50))
+        assert out["mask"].shape == (2, 1, 50, 50)
+        assert torch.all(out["mask"] == 3.0)
+        with pytest.raises(ValueError, match="already registered"):
+            register_model("_test_constant")(lambda cfg: Constant())
+    finally:
+        MODEL_REGISTRY.pop("_test_constant", None)
+
+
+def test_unknown_arch_lists_known() -> None:
+    with pytest.raises(ConfigError, match="unknown model arch 'nope'") as info:
+        create_model(ModelConfig(arch="nope"))
+    assert all(name in str(info.value) for name in BUILTIN)
+
+
+def test_unknown_encoder() -> None:
+    with pytest.raises(ConfigError, match="unknown encoder 'resnet_nope'"):
+        create_model(tiny("unet", encoder="resnet_nope"))
+    with pytest.raises(ConfigError, match="timm model 'resnet_nope'"):
+        create_model(tiny("classifier", encoder="resnet_nope"))
+
+
+@pytest.mark.parametrize("size", [100, 0, -32, 48])
+def test_bad_input_size(size: int) -> None:
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        ModelConfig(input_size=size)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        create_model({"input_size": size})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"channels": ["image", "depth"]},
+        {"channels": []},
+        {"channels": ["image", "image"]},
+        {"resize_to": 300},
+        {"decoder_channels": [8] * 6},
+        {"dropout": 1.0},
+        {"std": 0.0},
+        {"normalize": "minmax"},
+        {"attention": "cbam"},
+        {"color": "red"},
+    ],
+)
+def test_invalid_config(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ModelConfig(**fields)
+
+
+def test_config_defaults_and_create_from_mapping() -> None:
+    cfg = ModelConfig()
+    assert (cfg.arch, cfg.encoder, cfg.input_size, cfg.normalize) == ("unet", "resnet34", 128, "standardize")
+    assert cfg.channels == ["image"] and cfg.attention == "scse" and cfg.hypercolumn
+    model = create_model({"arch": "vanilla_unet", "base_channels": 4, "depth": 2, "input_size": 64})
+    assert isinstance(model, SaltModel)
+    assert model.config.arch == "vanilla_unet" and model.config.depth == 2
+
+
+# --------------------------------------------------------------------------- forward shapes
+
+
+@pytest.mark.parametrize("deep_supervision", [False, True])
+@pytest.mark.parametrize("arch", BUILTIN)
+def test_forward_shapes_101(arch: str, deep_supervision: bool) -> None:
+    cfg = tiny(arch, deep_supervision=deep_supervision, input_size=128)
+    model = create_model(cfg)
+    assert isinstance(model, SaltModel) and model.config is cfg
+    out = model(tiles())
+    if arch == "classifier":
+        assert set(out) == {"salt"}
+    elif deep_supervision:
+        assert set(out) == {"mask", "mask_nonempty", "salt"}
+    else:
+        assert set(out) == {"mask"}
+    for key in ("mask", "mask_nonempty"):
+        if key in out:
+            assert out[key].shape == (2, 1, 101, 101)
+            assert torch.isfinite(out[key]).all()
+    if "salt" in out:
+        assert out["salt"].shape == (2,)
+
+
+@pytest.mark.parametrize("arch", ["unet", "dilated_unet"])
+def test_resize_to_202_in_256(arch: str) -> None:
+    model = create_model(tiny(arch, resize_to=202, input_size=256, deep_supervision=True))
+    x = tiles()
+    assert model.adapter(x).shape == (2, 1, 256, 256)
+    out = model(x)
+    assert out["mask"].shape == (2, 1, 101, 101)
+    assert out["mask_nonempty"].shape == (2, 1, 101, 101)
+
+
+@pytest.mark.parametrize("arch", ["unet", "gcn_gau"])
+def test_drop_first_maxpool(arch: str) -> None:
+    plain = create_model(tiny(arch, input_size=64))
+    dropped = create_model(tiny(arch, input_size=64, drop_first_maxpool=True))
+    assert any(isinstance(m, nn.MaxPool2d) for m in plain.net.encoder.modules())
+    assert not any(isinstance(m, nn.MaxPool2d) for m in dropped.net.encoder.modules())
+    z = torch.zeros(2, 1, 64, 64)
+    assert plain.net.encoder(z)[-1].shape[-1] == 2  # stride 32
+    assert dropped.net.encoder(z)[-1].shape[-1] == 4  # stride 16
+    assert dropped(tiles(size=50))["mask"].shape == (2, 1, 50, 50)
+
+
+def test_tu_encoder_and_fpa_center() -> None:
+    model = create_model(tiny("unet", encoder="tu-resnet10t", center="fpa", input_size=64))
+    assert isinstance(model.net.center, FPA)
+    assert model(tiles(size=64))["mask"].shape == (2, 1, 64, 64)
+
+
+def test_deep_supervision_fused_head_uses_image_features() -> None:
+    model = create_model(tiny("vanilla_unet", deep_supervision=True, input_size=64)).eval()
+    heads = model.net.heads
+    assert heads.fuse[0][0].in_channels == 2 * heads.pixel[0].out_channels
+    x = tiles(size=64)
+    with torch.no_grad():
+        before = model(x)
+        heads.image[0].bias.add_(5.0)  # changes only the image-level features
+        after = model(x)
+    assert not torch.allclose(before["mask"], after["mask"])
+    assert torch.equal(before["mask_nonempty"], after["mask_nonempty"])
+
+
+def test_hypercolumn_switch_changes_head_input() -> None:
+    with_hc = create_model(tiny("unet", input_size=64, hypercolumn=True))
+    without = create_model(tiny("unet", input_size=64, hypercolumn=False))
+    in_hc = next(m for m in with_hc.net.heads.modules() if isinstance(m, nn.Conv2d)).in_channels
+    in_plain = next(m for m in without.net.heads.modules() if isinstance(m, nn.Conv2d)).in_channels
+    assert in_hc == sum(with_hc.config.decoder_channels)
+    assert in_plain == without.config.decoder_channels[-1]
+
+
+# --------------------------------------------------------------------------- input adapter
+
+
+@pytest.mark.parametrize(
+    "channels",
+    [
+        ["image"],
+        ["image", "row_ramp"],
+        ["image", "x_ramp", "cumsum"],
+        ["image", "row_ramp", "x_ramp", "cumsum"],
+    ],
+)
+def test_channels_count(channels: list[str]) -> None:
+    model = create_model(tiny("vanilla_unet", channels=channels, input_size=128))
+    assert model.adapter.out_channels == len(channels)
+    assert model.adapter(tiles()).shape == (2, len(channels), 128, 128)
+    assert first_conv(model).in_channels == len(channels)
+    assert model(tiles())["mask"].shape == (2, 1, 101, 101)
+
+
+def test_channel_values() -> None:
+    cfg = ModelConfig(channels=["cumsum", "row_ramp", "x_ramp", "image"], normalize="div255")
+    x = tiles()
+    built = InputAdapter(cfg).build_channels(x)
+    cumsum, ramp, x_ramp, image = built.unbind(1)
+    assert torch.equal(image, x[:, 0])
+    assert torch.allclose(ramp[:, 0], torch.zeros(2, 101)) and torch.allclose(ramp[:, -1], torch.ones(2, 101))
+    assert torch.allclose(ramp[0, 50], torch.full((101,), 0.5))
+    assert torch.equal(ramp[:, :, 0], ramp[:, :, 77])  # constant across columns
+    assert torch.allclose(x_ramp, image * ramp)
+    assert torch.allclose(cumsum[:, -1], x[:, 0].sum(dim=1) / 101, atol=1e-6)
+    assert torch.allclose(cumsum[:, 0], x[:, 0, 0] / 101)
+
+
+def test_standardize_math_and_padding() -> None:
+    cfg = ModelConfig(normalize="standardize", mean=0.25, std=0.5, input_size=128)
+    adapter = InputAdapter(cfg)
+    x = tiles()
+    out = adapter(x)
+    assert adapter.padding(101, 101) == (13, 14, 13, 14)
+    assert torch.allclose(out[:, :, 13:114, 13:114], (x - 0.25) / 0.5)
+    assert torch.allclose(out[:, :, 12, 13:114], out[:, :, 14, 13:114])  # reflect padding
+    assert torch.allclose(adapter.restore(out, (101, 101)), (x - 0.25) / 0.5)
+    raw = InputAdapter(ModelConfig(normalize="div255", input_size=128))(x)
+    assert torch.equal(raw[:, :, 13:114, 13:114], x)
+
+
+@pytest.mark.parametrize("pad_mode", ["replicate", "constant"])
+def test_pad_modes(pad_mode: str) -> None:
+    out = InputAdapter(ModelConfig(normalize="div255", pad_mode=pad_mode, input_size=128))(tiles())
+    expected = out[:, :, 13, 13] if pad_mode == "replicate" else torch.zeros(2, 1)
+    assert torch.equal(out[:, :, 0, 0], expected)
+
+
+def test_resize_restore_roundtrip() -> None:
+    adapter = InputAdapter(ModelConfig(normalize="div255", resize_to=202, input_size=256))
+    x = torch.linspace(0, 1, 101).view(1, 1, 101, 1).expand(2, 1, 101, 101).contiguous()
+    out = adapter(x)
+    assert out.shape == (2, 1, 256, 256)
+    assert torch.allclose(adapter.restore(out, (101, 101)), x, atol=1e-2)
+
+
+def test_adapter_rejects_too_large_tile() -> None:
+    adapter = InputAdapter(ModelConfig(input_size=64))
+    with pytest.raises(SaltsegError, match="does not fit"):
+        adapter(tiles(size=101))
+    with pytest.raises(SaltsegError, match="too small to reflect-pad"):
+        InputAdapter(ModelConfig(input_size=128))(tiles(size=20))
+
+
+# --------------------------------------------------------------------------- encoder weights
+
+
+def random_state(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        k: (torch.rand(v.shape, generator=gen) if v.is_floating_point() else v.clone())
+        for k, v in module.state_dict().items()
+    }
+
+
+def test_encoder_weights_from_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    fresh = smp.encoders.get_encoder("resnet18", in_channels=1, depth=5, weights=None)
+    state = random_state(fresh, seed=1)
+    path = tmp_path / "enc.safetensors"
+    save_file(state, str(path))
+    loaded = create_model(tiny("unet", encoder_weights=str(path))).net.encoder.state_dict()
+    default = create_model(tiny("unet")).net.encoder.state_dict()
+    assert loaded.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+    assert not torch.equal(default["conv1.weight"], state["conv1.weight"])
+
+
+def test_encoder_weights_rgb_pth_adapted_to_one_channel(tmp_path: Path) -> None:
+    rgb = smp.encoders.get_encoder("resnet18", in_channels=3, depth=5, weights=None)
+    state = random_state(rgb, seed=2)
+    state["fc.weight"] = torch.zeros(1000, 512)  # an ImageNet head is ignored
+    path = tmp_path / "rgb.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    encoder = create_model(tiny("gcn_gau", encoder_weights=str(path))).net.encoder
+    assert encoder.conv1.weight.shape[1] == 1
+    assert torch.allclose(encoder.conv1.weight, state["conv1.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+
+
+def test_classifier_weights(tmp_path: Path) -> None:
+    import timm
+    from safetensors.torch import save_file
+
+    state = random_state(timm.create_model("resnet18", pretrained=False, num_classes=1000), seed=3)
+    path = tmp_path / "cls.safetensors"
+    save_file(state, str(path))
+    model = create_model(tiny("classifier", encoder_weights=str(path)))
+    assert torch.allclose(model.net.model.conv1.weight, state["conv1.weight"].sum(dim=1, keepdim=True))
+    assert model.net.model.fc.weight.shape == (1, 512)
+
+
+def test_encoder_weights_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.safetensors"
+    with pytest.raises(CheckpointError, match="not found") as info:
+        create_model(tiny("unet", encoder_weights=str(path)))
+    assert str(path) in str(info.value)
+
+
+def test_encoder_weights_bad_files(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"foo.weight": torch.zeros(3)}, str(foreign))
+    with pytest.raises(CheckpointError, match="does not fit") as info:
+        create_model(tiny("unet", encoder_weights=str(foreign)))
+    assert str(foreign) in str(info.value)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read") as info:
+        create_model(tiny("unet", encoder_weights=str(garbage)))
+    assert str(garbage) in str(info.value)
+
+
+# --------------------------------------------------------------------------- numerics, gradients, export
+
+
+@pytest.mark.parametrize("arch", ["unet", "gcn_gau", "dilated_unet"])
+def test_bf16_autocast_channels_last(arch: str) -> None:
+    model = create_model(tiny(arch, deep_supervision=True, center="fpa", input_size=128))
+    model = model.to(memory_format=torch.channels_last)
+    x = tiles().contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out["mask"].dtype == torch.bfloat16
+    assert out["mask"].shape == (2, 1, 101, 101) and out["salt"].shape == (2,)
+    assert all(torch.isfinite(v.float()).all() for v in out.values())
+
+
+@pytest.mark.parametrize("arch", BUILTIN)
+def test_gradients_flow(arch: str) -> None:
+    model = create_model(tiny(arch, deep_supervision=True, input_size=64, channels=["image", "cumsum"]))
+    out = model(tiles(size=64))
+    loss = sum(v.float().mean() for v in out.values())
+    loss.backward()
+    grad = first_conv(model).weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_eval_is_deterministic_and_batch_independent() -> None:
+    model = create_model(tiny("vanilla_unet", dropout=0.5, deep_supervision=True, input_size=64)).eval()
+    x = tiles(size=64)
+    with torch.no_grad():
+        full = model(x)["mask"]
+        single = model(x[1:])["mask"]
+    assert torch.allclose(full[1:], single, atol=1e-5)
+
+
+def test_onnx_export_matches_torch(tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    model = create_model(tiny("vanilla_unet", deep_supervision=True, input_size=64)).eval()
+    x = tiles(size=50)
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False)
+    session = ort.InferenceSession(str(path))
+    results = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    assert [r.shape for r in results] == [tuple(v.shape) for v in expected.values()]
+    assert torch.allclose(torch.from_numpy(results[0]), expected["mask"], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- blocks and helpers
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 8, 5])
+def test_fpa_any_size(size: int) -> None:
+    block = FPA(16, 8)
+    assert block(torch.randn(2, 16, size, size)).shape == (2, 8, size, size)
+
+
+def test_fpa_attention_multiplies_mid_branch() -> None:
+    block = FPA(4, 4).eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        block.mid[0].weight.zero_()
+        block.mid[1].bias.zero_()  # mid branch -> relu(0) = 0, output = global branch only
+        out = block(x)
+        glob = block.glob(x)
+    assert torch.allclose(out, glob.expand_as(out))
+
+
+def test_hypercolumn() -> None:
+    features = [torch.randn(2, 8, 4, 4), torch.randn(2, 4, 8, 8), torch.randn(2, 2, 16, 16)]
+    out = Hypercolumn()(features)
+    assert out.shape == (2, 14, 16, 16)
+    assert torch.equal(out[:, 12:], features[2])
+
+
+def test_gcn_separable_large_kernel() -> None:
+    block = GCN(1, 1, kernel_size=5)
+    kernel_shapes = {tuple(m.kernel_size) for m in block.modules() if isinstance(m, nn.Conv2d)}
+    assert kernel_shapes == {(5, 1), (1, 5)}
+    impulse = torch.zeros(1, 1, 11, 11)
+    impulse[0, 0, 5, 5] = 1.0
+    with torch.no_grad():
+        response = block(impulse) - block(torch.zeros_like(impulse))
+    assert response[0, 0, 3:8, 3:8].abs().min() > 0  # full 5x5 support
+    assert response[0, 0, :3].abs().max() == 0 and response[0, 0, :, 8:].abs().max() == 0
+
+
+def test_gau_gates_low_level_and_adds_high_level() -> None:
+    block = GAU(low_channels=6, high_channels=4, out_channels=4)
+    low, high = torch.randn(2, 6, 8, 8), torch.randn(2, 4, 4, 4)
+    out = block(low, high)
+    assert out.shape == (2, 4, 8, 8)
+    with torch.no_grad():
+        block.gate[1].bias.fill_(-1e4)  # gate closed -> only the upsampled high-level features remain
+        closed = block(low, high)
+    expected = torch.nn.functional.interpolate(high, size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(closed, expected, atol=1e-6)
+
+
+def test_small_channel_scse() -> None:
+    module = attention("scse", 4)
+    assert module(torch.randn(2, 4, 3, 3)).shape == (2, 4, 3, 3)
+    assert isinstance(attention(None, 4).attention, nn.Identity)
+
+
+def test_decreasing_dropout_schedule_in_model() -> None:
+    assert decreasing_dropout_schedule(0.5, 4) == pytest.approx([0.5, 0.4, 0.3, 0.2, 0.1])
+    model = create_model(tiny("vanilla_unet", decreasing_dropout=0.4, depth=3, input_size=64))
+    probs = [model.net.bottleneck_dropout.p] + [d.p for d in model.net.up_dropouts]
+    assert probs == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_dilated_unet_has_dilated_bottleneck() -> None:
+    model = create_model(tiny("dilated_unet", input_size=64))
+    dilations = {m.dilation[0] for m in model.net.bottleneck.modules() if isinstance(m, nn.Conv2d)}
+    assert dilations == {1, 2, 4, 8}
+    plain = create_model(tiny("vanilla_unet", input_size=64))
+    assert {m.dilation[0] for m in plain.net.modules() if isinstance(m, nn.Conv2d)} == {1}
+
+
+def test_count_parameters() -> None:
+    model = create_model(tiny("unet", input_size=64))
+    total = count_parameters(model)
+    assert total == sum(p.numel() for p in model.parameters()) > 0
+    for p in model.net.encoder.parameters():
+        p.requires_grad_(False)
+    encoder = sum(p.numel() for p in model.net.encoder.parameters())
+    assert count_parameters(model, trainable_only=True) == total - encoder
