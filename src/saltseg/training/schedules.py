@@ -15,7 +15,7 @@ def lr_multiplier(
 ) -> Callable[[int], float]:
     """A function step -> LR multiplier implementing ``cfg`` over ``total_steps`` optimiser steps."""
     total = max(total_steps, 1)
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
     floor = min(cfg.min_lr / base_lr, 1.0)
 
     def shape(step: int) -> float:

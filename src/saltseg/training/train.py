@@ -413,11 +413,10 @@ def prepare_run(
     cfg: ExperimentConfig, data_dir: str | Path, out: Path, resume: bool
 ) -> tuple[LabelledTiles, dict[str, int]]:
     """Create (or reopen) a run folder: resolved config, folds and tiles."""
-    if out.exists() and any(out.iterdir()) and not resume:
-        if (out / "config.yaml").exists():
-            raise SaltsegError(
-                f"run folder {out} already holds a run; use --resume to continue it or choose another --out"
-            )
+    if out.exists() and any(out.iterdir()) and not resume and (out / "config.yaml").exists():
+        raise SaltsegError(
+            f"run folder {out} already holds a run; use --resume to continue it or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
     folds_csv = out / "folds.csv"
