@@ -82,4 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m saltseg.cli``: run the imported module's main, whose COMMANDS registry the subcommand
+    # modules fill (they import ``saltseg.cli``, not this ``__main__`` copy)
+    from saltseg.cli import main as _main
+
+    sys.exit(_main())

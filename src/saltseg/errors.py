@@ -13,6 +13,7 @@ class SaltsegError(Exception):
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
+        self.message = message  # the problem alone, without the path
         super().__init__(f"{self.path}: {message}" if self.path else message)
 
 

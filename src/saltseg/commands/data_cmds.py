@@ -99,7 +99,14 @@ def _evaluate(p: argparse.ArgumentParser):
 )
 def _submission(p: argparse.ArgumentParser):
     sub = p.add_subparsers(dest="sub_command", metavar="ACTION", required=True)
-    c = sub.add_parser("check", help="ids match the test tiles and every RLE is valid")
+    c = sub.add_parser(
+        "check",
+        help="ids match the test tiles and every RLE is valid",
+        description="Check that the ids are the test tiles' (the sample submission's when there is one), "
+        "with no duplicate, and that every RLE is valid; exit 0 only when there is no problem."
+        "\n\nexample:\n  saltseg submission check submission.csv ../shared/data/tgs-salt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument("file", type=Path)
     c.add_argument("data_dir", type=Path)
 

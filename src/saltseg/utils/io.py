@@ -11,6 +11,20 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _new_file_mode(target: Path) -> int:
+    """The permissions a plain ``open(target, "w")`` would give: the old file's, else 0o666 less umask.
+
+    ``tempfile.mkstemp`` creates files readable by their owner only (0o600); without this the renamed
+    file would keep those permissions.
+    """
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path`` and rename it onto ``path`` only if the block succeeds.
@@ -27,6 +41,7 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -50,6 +65,8 @@ def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
         os.close(fd)
         try:
             yield Path(tmp)
+            if os.path.exists(tmp):
+                os.chmod(tmp, _new_file_mode(target))
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
