@@ -1,0 +1,90 @@
+"""``saltseg pseudo``: confident predictions on unlabelled tiles as a new labelled dataset.
+
+A tile is confident when the fraction of its pixels with p < ``low`` or p > ``high`` is at least
+``confidence`` (first place: 0.2 / 0.8 / 0.97). Selected tiles are balanced by coverage class so that
+no class dominates, and written as ``images/`` + ``masks/`` (readable by every saltseg command). A
+training config uses them with ``data.pseudo_labels: DIR``; they never enter a validation fold.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from saltseg.data.tiles import open_dataset
+from saltseg.errors import DataError
+from saltseg.inference.predict import load_prediction_probs
+from saltseg.metrics.kaggle import COVERAGE_BINS, coverage_class
+from saltseg.utils.io import write_json
+
+
+def confidence(probs: np.ndarray, low: float = 0.2, high: float = 0.8) -> np.ndarray:
+    """Fraction of confident pixels (p < low or p > high) per tile."""
+    conf = (probs < low) | (probs > high)
+    return conf.reshape(len(conf), -1).mean(axis=1)
+
+
+def select_pseudo_labels(probs: np.ndarray, min_confidence: float = 0.97, balance: bool = True,
+                         low: float = 0.2, high: float = 0.8, seed: int = 0) -> np.ndarray:
+    """Indices of tiles to pseudo-label: confident ones, capped per coverage class when ``balance``.
+
+    The cap per class is the size of the median non-empty class, so that empty tiles (the easiest to be
+    confident about) do not swamp the set.
+    """
+    keep = np.flatnonzero(confidence(probs, low, high) >= min_confidence)
+    if not balance or keep.size == 0:
+        return keep
+    classes = coverage_class(probs[keep] > 0.5)
+    counts = np.bincount(classes, minlength=len(COVERAGE_BINS))
+    nonzero = counts[1:][counts[1:] > 0]
+    cap = int(np.median(nonzero)) if nonzero.size else int(counts[0])
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(len(COVERAGE_BINS)):
+        idx = keep[classes == c]
+        if idx.size > cap:
+            idx = rng.choice(idx, cap, replace=False)
+        chosen.append(idx)
+    return np.sort(np.concatenate(chosen))
+
+
+def write_pseudo_dataset(pred_dir: str | Path, images: str | Path, out: str | Path, min_confidence: float = 0.97,
+                         balance: bool = True, exclude: str | Path | None = None) -> dict:
+    """Select confident tiles of prediction folder ``pred_dir`` and write them to ``out``.
+
+    ``images`` is the dataset the predictions were made on (its images are copied); ``exclude`` is a
+    labelled dataset whose ids must never be pseudo-labelled (defaults to ``images`` itself).
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise DataError("output folder exists and is not empty", out)
+    pred = load_prediction_probs(pred_dir)
+    src = open_dataset(images)
+    labelled = set(src.labelled_ids) | (set(open_dataset(exclude).labelled_ids) if exclude else set())
+    usable = np.array([i not in labelled for i in pred["ids"]])
+    ids_all = pred["ids"][usable]
+    probs = pred["probs"][usable]
+    if len(ids_all) == 0:
+        raise DataError("no unlabelled tile among the predictions", pred_dir)
+    sel = select_pseudo_labels(probs, min_confidence, balance)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "masks").mkdir()
+    for k in sel:
+        tile_id = str(ids_all[k])
+        shutil.copyfile(src.image_path(tile_id), tmp / "images" / f"{tile_id}.png")
+        Image.fromarray(((probs[k] > 0.5) * 255).astype(np.uint8)).save(tmp / "masks" / f"{tile_id}.png")
+    classes = coverage_class(probs[sel] > 0.5) if len(sel) else np.array([], dtype=int)
+    info = {"source": str(pred_dir), "candidates": int(len(ids_all)), "selected": int(len(sel)),
+            "min_confidence": min_confidence, "balanced": balance,
+            "per_coverage_class": {n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)}}
+    write_json(tmp / "pseudo.json", info)
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    return info
