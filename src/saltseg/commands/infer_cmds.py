@@ -8,17 +8,29 @@ from pathlib import Path
 from saltseg.cli import command
 
 
-@command("predict", "Predict tiles with runs, folds, snapshots or checkpoint files (flip TTA on), "
-         "writing probabilities, masks and optionally a Kaggle submission.",
-         "saltseg predict runs/r1 --images ../shared/data/tgs-salt --out runs/r1/pred --csv submission.csv")
+@command(
+    "predict",
+    "Predict tiles with runs, folds, snapshots or checkpoint files (flip TTA on), "
+    "writing probabilities, masks and optionally a Kaggle submission.",
+    "saltseg predict runs/r1 --images ../shared/data/tgs-salt --out runs/r1/pred --csv submission.csv",
+)
 def _predict(p: argparse.ArgumentParser):
-    p.add_argument("models", nargs="+", type=Path, metavar="MODEL",
-                   help="run folder, fold folder, ensemble folder or .safetensors file")
+    p.add_argument(
+        "models",
+        nargs="+",
+        type=Path,
+        metavar="MODEL",
+        help="run folder, fold folder, ensemble folder or .safetensors file",
+    )
     p.add_argument("--images", type=Path, required=True, help="dataset or folder of tiles")
     p.add_argument("--out", type=Path, required=True, help="prediction folder")
     p.add_argument("--csv", type=Path, help="also write the Kaggle submission here")
-    p.add_argument("--split", choices=["test", "train", "all"], default="test",
-                   help="which tiles of a Kaggle-layout dataset (default: test)")
+    p.add_argument(
+        "--split",
+        choices=["test", "train", "all"],
+        default="test",
+        help="which tiles of a Kaggle-layout dataset (default: test)",
+    )
     p.add_argument("--no-tta", action="store_true", help="no horizontal-flip TTA")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--postprocess", type=Path, help="post-processing JSON (default: the run's tuned one)")
@@ -33,11 +45,22 @@ def _predict(p: argparse.ArgumentParser):
         pp = load_postprocess(args.postprocess) if args.postprocess else default_postprocess(args.models)
         if args.threshold is not None:
             pp = pp.model_copy(update={"threshold": args.threshold})
-        meta = predict_folder(args.models, args.images, args.out, csv_path=args.csv, split=args.split,
-                              hflip=not args.no_tta, batch_size=args.batch_size, postprocess=pp,
-                              save_probs=not args.no_probs, compile=args.compile)
-        print(f"predicted {meta['n_tiles']} tiles with {len(meta['models'])} model(s) in {meta['seconds']} s "
-              f"({meta['tiles_per_second']} tiles/s); {meta['n_empty']} empty masks -> {args.out}")
+        meta = predict_folder(
+            args.models,
+            args.images,
+            args.out,
+            csv_path=args.csv,
+            split=args.split,
+            hflip=not args.no_tta,
+            batch_size=args.batch_size,
+            postprocess=pp,
+            save_probs=not args.no_probs,
+            compile=args.compile,
+        )
+        print(
+            f"predicted {meta['n_tiles']} tiles with {len(meta['models'])} model(s) in {meta['seconds']} s "
+            f"({meta['tiles_per_second']} tiles/s); {meta['n_empty']} empty masks -> {args.out}"
+        )
         if args.csv:
             print(f"submission: {args.csv}")
         return 0
@@ -45,9 +68,12 @@ def _predict(p: argparse.ArgumentParser):
     return run
 
 
-@command("tune", "Tune post-processing (threshold, flat tiles, min area, empty gate, CRF) on out-of-fold "
-         "probabilities; prints the score after each step and saves postprocess.json.",
-         "saltseg tune runs/r1 --crf")
+@command(
+    "tune",
+    "Tune post-processing (threshold, flat tiles, min area, empty gate, CRF) on out-of-fold "
+    "probabilities; prints the score after each step and saves postprocess.json.",
+    "saltseg tune runs/r1 --crf",
+)
 def _tune(p: argparse.ArgumentParser):
     p.add_argument("run_dir", type=Path, help="run or ensemble folder")
     p.add_argument("--crf", action="store_true", help="also try a dense CRF (slow)")
@@ -55,7 +81,7 @@ def _tune(p: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.tune import tune_run
 
-        cfg, log = tune_run(args.run_dir, try_crf=args.crf)
+        _, log = tune_run(args.run_dir, try_crf=args.crf)
         prev = None
         for step, score in log:
             gain = "" if prev is None else f" ({score - prev:+.4f})"
@@ -67,8 +93,11 @@ def _tune(p: argparse.ArgumentParser):
     return run
 
 
-@command("ensemble", "Average runs, weighted equally, by CV score, or optimised on out-of-fold predictions.",
-         "saltseg ensemble runs/a runs/b --out runs/ens --weights optimize")
+@command(
+    "ensemble",
+    "Average runs, weighted equally, by CV score, or optimised on out-of-fold predictions.",
+    "saltseg ensemble runs/a runs/b --out runs/ens --weights optimize",
+)
 def _ensemble(p: argparse.ArgumentParser):
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
@@ -86,20 +115,26 @@ def _ensemble(p: argparse.ArgumentParser):
     return run
 
 
-@command("pseudo", "Select confident predictions on unlabelled tiles as pseudo-labels for the next round.",
-         "saltseg pseudo runs/ens/pred_test --images ../shared/data/tgs-salt --out data/pseudo1")
+@command(
+    "pseudo",
+    "Select confident predictions on unlabelled tiles as pseudo-labels for the next round.",
+    "saltseg pseudo runs/ens/pred_test --images ../shared/data/tgs-salt --out data/pseudo1",
+)
 def _pseudo(p: argparse.ArgumentParser):
     p.add_argument("pred_dir", type=Path, help="prediction folder (saltseg predict) on unlabelled tiles")
     p.add_argument("--images", type=Path, required=True, help="the dataset the predictions were made on")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--confidence", type=float, default=0.97,
-                   help="minimum fraction of pixels with p<0.2 or p>0.8")
+    p.add_argument(
+        "--confidence", type=float, default=0.97, help="minimum fraction of pixels with p<0.2 or p>0.8"
+    )
     p.add_argument("--no-balance", action="store_true", help="do not balance coverage classes")
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.pseudo import write_pseudo_dataset
 
-        info = write_pseudo_dataset(args.pred_dir, args.images, args.out, args.confidence, not args.no_balance)
+        info = write_pseudo_dataset(
+            args.pred_dir, args.images, args.out, args.confidence, not args.no_balance
+        )
         print(f"selected {info['selected']} of {info['candidates']} tiles -> {args.out}")
         print("per coverage class: " + ", ".join(f"{k} {v}" for k, v in info["per_coverage_class"].items()))
         print(f"use it with: data.pseudo_labels={args.out}")

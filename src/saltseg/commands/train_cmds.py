@@ -8,11 +8,37 @@ from pathlib import Path
 from saltseg.cli import command
 
 
+def _accept_overrides_anywhere(p: argparse.ArgumentParser) -> None:
+    """Let ``key.path=value`` overrides come after the options too (``train CFG --out R a.b=1``).
+
+    argparse consumes the positional ``overrides`` together with ``config`` and would reject later ones
+    as unrecognised; this collects every leftover ``key=value`` word into ``overrides`` instead.
+    """
+    parse_known = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
+        ns, extras = parse_known(args, namespace)
+        rest = []
+        for word in extras:
+            if "=" in word and not word.startswith("-"):
+                ns.overrides = [*(ns.overrides or []), word]
+            else:
+                rest.append(word)
+        return ns, rest
+
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", type=Path, required=True, help="dataset folder (Kaggle layout or images/+masks/)"
     )
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
+    _accept_overrides_anywhere(p)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 @command(
@@ -44,10 +70,11 @@ def _train(p: argparse.ArgumentParser):
             resume=args.resume,
             progress=not args.no_progress,
         )
-        for f in summary["folds"]:
+        for f in summary["folds"]:  # empty in the extra processes of a multi-process run
+            reason = f" ({f['reason']})" if f.get("reason") else ""
             print(
-                f"fold {f['fold']}: {f['status']}, best val {f['best_val_score']:.4f}, "
-                f"oof {f['oof_score']:.4f} ({f['minutes']} min)"
+                f"fold {f['fold']}: {f['status']}{reason}, best val {_fmt(f['best_val_score'])}, "
+                f"oof {_fmt(f.get('oof_score'))} ({f['minutes']} min)"
             )
         if "oof_score" in summary:
             print(f"oof score: {summary['oof_score']:.4f} over {summary['n_oof']} tiles")
@@ -103,7 +130,10 @@ def _lr_find(p: argparse.ArgumentParser):
 
         cfg = load_config(args.config, args.overrides)
         lr, plot = lr_find(cfg, args.data, args.out, fold=args.fold, steps=args.steps)
-        print(f"suggested lr: {lr:.3g}  (plot: {plot})")
+        if lr != lr:  # NaN: the curve was too short or too flat
+            print(f"no suggested lr (too few steps for a suggestion; try more --steps)  (plot: {plot})")
+        else:
+            print(f"suggested lr: {lr:.3g}  (plot: {plot})")
         return 0
 
     return run

@@ -29,8 +29,15 @@ def _align(oofs: list[OOF], runs: list[Path]) -> list[OOF]:
     for o in oofs:
         pos = {i: k for k, i in enumerate(o.ids)}
         idx = np.array([pos[i] for i in order])
-        out.append(OOF(order, o.probs[idx], o.truth[idx], None if o.salt is None else o.salt[idx],
-                       None if o.images is None else o.images[idx]))
+        out.append(
+            OOF(
+                order,
+                o.probs[idx],
+                o.truth[idx],
+                None if o.salt is None else o.salt[idx],
+                None if o.images is None else o.images[idx],
+            )
+        )
     return out
 
 
@@ -77,13 +84,19 @@ def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv
         salt = np.tensordot(weights, np.stack(salts), axes=1)
     out.mkdir(parents=True, exist_ok=True)
     save_probs(out / "oof.npz", oofs[0].ids, probs, salt, oofs[0].truth)
-    members = [{"run": str(r.resolve()), "weight": float(w), "cv_score": c}
-               for r, w, c in zip(runs_p, weights, cv, strict=True)]
+    members = [
+        {"run": str(r.resolve()), "weight": float(w), "cv_score": c}
+        for r, w, c in zip(runs_p, weights, cv, strict=True)
+    ]
     write_json(out / "ensemble.json", {"weighting": how, "members": members})
     data_json = runs_p[0] / "data.json"
     if data_json.exists():
         write_json(out / "data.json", json.loads(data_json.read_text()))
-    summary = {"members": members, "weighting": how, "n_oof": len(oofs[0].ids),
-               "oof_score": _score(probs, oofs[0].truth)}
+    summary = {
+        "members": members,
+        "weighting": how,
+        "n_oof": len(oofs[0].ids),
+        "oof_score": _score(probs, oofs[0].truth),
+    }
     write_json(out / "summary.json", summary)
     return summary

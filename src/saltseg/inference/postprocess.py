@@ -86,11 +86,15 @@ def dense_crf(prob: np.ndarray, image: np.ndarray, cfg: PostprocessConfig) -> np
 
 
 def apply_postprocess(
-    probs: np.ndarray, cfg: PostprocessConfig, images: np.ndarray | None = None, salt: np.ndarray | None = None
+    probs: np.ndarray,
+    cfg: PostprocessConfig,
+    images: np.ndarray | None = None,
+    salt: np.ndarray | None = None,
 ) -> np.ndarray:
     """Turn probabilities (N,H,W) into boolean masks with ``cfg``.
 
-    ``images`` (uint8, N,H,W) are needed for ``flat_empty`` and ``crf``; ``salt`` (N,) for ``empty_threshold``.
+    ``images`` (uint8, N,H,W) are needed for ``flat_empty`` and ``crf``; ``salt`` (N,) for
+    ``empty_threshold``.
     """
     probs = np.asarray(probs, dtype=np.float32)
     if cfg.crf:

@@ -26,7 +26,12 @@ from saltseg.data.rle import rle_encode
 from saltseg.data.tiles import open_dataset, read_csv_column_pairs, read_image
 from saltseg.errors import CheckpointError, DataError
 from saltseg.evaluation import PRED_MASKS_FILE
-from saltseg.inference.postprocess import POSTPROCESS_FILE, PostprocessConfig, apply_postprocess, load_postprocess
+from saltseg.inference.postprocess import (
+    POSTPROCESS_FILE,
+    PostprocessConfig,
+    apply_postprocess,
+    load_postprocess,
+)
 from saltseg.inference.tta import autocast_for, predict_batch
 from saltseg.utils.io import atomic_write, write_json
 
@@ -71,7 +76,9 @@ def resolve_models(paths: list[str | Path]) -> list[Member]:
             folds = sorted(d for d in p.glob("fold*") if d.is_dir()) if not p.name.startswith("fold") else [p]
             per_fold = [f for f in (_fold_members(d) for d in folds) if f]
             if not per_fold:
-                raise CheckpointError("no trained model found (expected fold*/summary.json or .safetensors)", p)
+                raise CheckpointError(
+                    "no trained model found (expected fold*/summary.json or .safetensors)", p
+                )
             for files in per_fold:
                 members += [Member(f, 1.0 / (len(per_fold) * len(files))) for f in files]
         else:
@@ -111,20 +118,28 @@ def tile_ids(images: str | Path, split: str = "test") -> tuple[list[str], dict[s
 
 def _batches(ids: list[str], paths: dict[str, Path], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
     for s in range(0, len(ids), size):
-        chunk = ids[s:s + size]
+        chunk = ids[s : s + size]
         imgs = [read_image(paths[i]) for i in chunk]
         odd = next((i for i, im in zip(chunk, imgs, strict=True) if im.shape != imgs[0].shape), None)
         if odd is not None:
-            raise DataError(f"tile size {read_image(paths[odd]).shape} differs from {imgs[0].shape} "
-                            "of the other tiles", paths[odd])
+            raise DataError(
+                f"tile size {read_image(paths[odd]).shape} differs from {imgs[0].shape} of the other tiles",
+                paths[odd],
+            )
         yield chunk, np.stack(imgs)
 
 
 class EnsemblePredictor:
     """Weighted average of members' sigmoid probabilities (with flip TTA), batch by batch."""
 
-    def __init__(self, members: list[Member], device: str | None = None, hflip: bool = True,
-                 channels_last: bool = True, compile: bool = False) -> None:
+    def __init__(
+        self,
+        members: list[Member],
+        device: str | None = None,
+        hflip: bool = True,
+        channels_last: bool = True,
+        compile: bool = False,
+    ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.members = members
         self.models = []
@@ -201,9 +216,11 @@ def predict_folder(
         w.writerow(["id", "rle_mask"])
         for chunk, imgs in _batches(ids, paths, batch_size):
             if imgs.shape[1:] != (101, 101) and max(imgs.shape[1:]) > predictor.tile_size:
-                raise DataError(f"tiles are {imgs.shape[2]}x{imgs.shape[1]}, larger than the model input "
-                                f"{predictor.tile_size}; use `saltseg volume` for whole sections",
-                                paths[chunk[0]])
+                raise DataError(
+                    f"tiles are {imgs.shape[2]}x{imgs.shape[1]}, larger than the model input "
+                    f"{predictor.tile_size}; use `saltseg volume` for whole sections",
+                    paths[chunk[0]],
+                )
             probs, salt = predictor(imgs)
             masks = apply_postprocess(probs, pp, imgs, salt)
             n_empty += int((~masks.reshape(len(masks), -1).any(axis=1)).sum())
@@ -221,9 +238,14 @@ def predict_folder(
         with atomic_write(csv_path, "w") as dst:
             dst.write((out / PRED_MASKS_FILE).read_text())
     meta = {
-        "models": [{"path": str(m.path), "weight": m.weight} for m in members], "images": str(images),
-        "split": split, "n_tiles": len(ids), "n_empty": n_empty, "hflip_tta": hflip,
-        "postprocess": pp.model_dump(), "seconds": round(time.time() - started, 2),
+        "models": [{"path": str(m.path), "weight": m.weight} for m in members],
+        "images": str(images),
+        "split": split,
+        "n_tiles": len(ids),
+        "n_empty": n_empty,
+        "hflip_tta": hflip,
+        "postprocess": pp.model_dump(),
+        "seconds": round(time.time() - started, 2),
         "tiles_per_second": round(len(ids) / max(time.time() - started, 1e-9), 1),
     }
     write_json(out / "meta.json", meta)
@@ -239,8 +261,10 @@ def load_prediction_probs(pred_dir: str | Path) -> dict[str, np.ndarray]:
     for f in files:
         with np.load(f) as z:
             parts.append({k: z[k] for k in z.files})
-    out = {"ids": np.concatenate([p["ids"] for p in parts]).astype(str),
-           "probs": np.concatenate([p["probs"] for p in parts]).astype(np.float32) / 255.0}
+    out = {
+        "ids": np.concatenate([p["ids"] for p in parts]).astype(str),
+        "probs": np.concatenate([p["probs"] for p in parts]).astype(np.float32) / 255.0,
+    }
     if all("salt" in p for p in parts):
         out["salt"] = np.concatenate([p["salt"] for p in parts])
     return out

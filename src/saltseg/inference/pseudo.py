@@ -27,8 +27,14 @@ def confidence(probs: np.ndarray, low: float = 0.2, high: float = 0.8) -> np.nda
     return conf.reshape(len(conf), -1).mean(axis=1)
 
 
-def select_pseudo_labels(probs: np.ndarray, min_confidence: float = 0.97, balance: bool = True,
-                         low: float = 0.2, high: float = 0.8, seed: int = 0) -> np.ndarray:
+def select_pseudo_labels(
+    probs: np.ndarray,
+    min_confidence: float = 0.97,
+    balance: bool = True,
+    low: float = 0.2,
+    high: float = 0.8,
+    seed: int = 0,
+) -> np.ndarray:
     """Indices of tiles to pseudo-label: confident ones, capped per coverage class when ``balance``.
 
     The cap per class is the size of the median non-empty class, so that empty tiles (the easiest to be
@@ -51,8 +57,14 @@ def select_pseudo_labels(probs: np.ndarray, min_confidence: float = 0.97, balanc
     return np.sort(np.concatenate(chosen))
 
 
-def write_pseudo_dataset(pred_dir: str | Path, images: str | Path, out: str | Path, min_confidence: float = 0.97,
-                         balance: bool = True, exclude: str | Path | None = None) -> dict:
+def write_pseudo_dataset(
+    pred_dir: str | Path,
+    images: str | Path,
+    out: str | Path,
+    min_confidence: float = 0.97,
+    balance: bool = True,
+    exclude: str | Path | None = None,
+) -> dict:
     """Select confident tiles of prediction folder ``pred_dir`` and write them to ``out``.
 
     ``images`` is the dataset the predictions were made on (its images are copied); ``exclude`` is a
@@ -80,9 +92,14 @@ def write_pseudo_dataset(pred_dir: str | Path, images: str | Path, out: str | Pa
         shutil.copyfile(src.image_path(tile_id), tmp / "images" / f"{tile_id}.png")
         Image.fromarray(((probs[k] > 0.5) * 255).astype(np.uint8)).save(tmp / "masks" / f"{tile_id}.png")
     classes = coverage_class(probs[sel] > 0.5) if len(sel) else np.array([], dtype=int)
-    info = {"source": str(pred_dir), "candidates": int(len(ids_all)), "selected": int(len(sel)),
-            "min_confidence": min_confidence, "balanced": balance,
-            "per_coverage_class": {n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)}}
+    info = {
+        "source": str(pred_dir),
+        "candidates": len(ids_all),
+        "selected": len(sel),
+        "min_confidence": min_confidence,
+        "balanced": balance,
+        "per_coverage_class": {n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)},
+    }
     write_json(tmp / "pseudo.json", info)
     if out.exists():
         out.rmdir()

@@ -37,7 +37,9 @@ def load_oof(run_dir: str | Path, with_images: bool = True) -> OOF:
     run_dir = Path(run_dir)
     files = [run_dir / "oof.npz"] if (run_dir / "oof.npz").exists() else sorted(run_dir.glob("fold*/oof.npz"))
     if not files:
-        raise DataError("no out-of-fold predictions (fold*/oof.npz or oof.npz); train the folds first", run_dir)
+        raise DataError(
+            "no out-of-fold predictions (fold*/oof.npz or oof.npz); train the folds first", run_dir
+        )
     parts = [load_probs(f) for f in files]
     ids = [str(i) for p in parts for i in p["ids"]]
     probs = np.concatenate([p["probs"] for p in parts])
@@ -89,7 +91,10 @@ def tune_postprocess(oof: OOF, try_crf: bool = False) -> tuple[PostprocessConfig
         gates = np.round(np.arange(0.1, 0.91, 0.05), 2)
         scores = [_score(oof, cfg.model_copy(update={"empty_threshold": float(g)})) for g in gates]
         if max(scores) > best:
-            cfg, best = cfg.model_copy(update={"empty_threshold": float(gates[int(np.argmax(scores))])}), max(scores)
+            cfg, best = (
+                cfg.model_copy(update={"empty_threshold": float(gates[int(np.argmax(scores))])}),
+                max(scores),
+            )
         log.append((f"empty-head gate {cfg.empty_threshold}", best))
     # 5. dense CRF
     if try_crf and oof.images is not None:
@@ -104,6 +109,10 @@ def tune_run(run_dir: str | Path, try_crf: bool = False) -> tuple[PostprocessCon
     """Tune the run's (or ensemble's) post-processing and save ``postprocess.json`` in it."""
     oof = load_oof(run_dir)
     cfg, log = tune_postprocess(oof, try_crf=try_crf)
-    save_postprocess(Path(run_dir) / POSTPROCESS_FILE, cfg,
-                     tuning=[{"step": s, "oof_score": v} for s, v in log], n_oof=len(oof.ids))
+    save_postprocess(
+        Path(run_dir) / POSTPROCESS_FILE,
+        cfg,
+        tuning=[{"step": s, "oof_score": v} for s, v in log],
+        n_oof=len(oof.ids),
+    )
     return cfg, log

@@ -9,12 +9,20 @@ from torch import nn
 
 from saltseg.models.blocks import Hypercolumn
 
-MAX_HEAD_CHANNELS = 64
-"""Largest width of the heads' pixel and image-level feature layers (64 as in Heng CherKeng's model)."""
+MAX_HEAD_CHANNELS = 32
+"""Largest width of the heads' pixel and image-level feature layers."""
+
+HYPERCOLUMN_CHANNELS = 16
+"""Channels each decoder output is projected to (1x1 conv, at its own resolution) before the hypercolumn.
+
+Concatenating the raw decoder outputs (496 channels for the default decoder) and convolving them at full
+resolution made the head cost five times the encoder on a CPU; projecting first keeps the hypercolumn's
+multi-scale features at a fraction of the cost (80 channels for five decoder blocks).
+"""
 
 
 def head_channels(finest_channels: int) -> int:
-    """Width of the head layers: four times the finest decoder width, at most 64 (64 by default)."""
+    """Width of the head layers: four times the finest decoder width, at most 32 (32 by default)."""
     return min(MAX_HEAD_CHANNELS, 4 * finest_channels)
 
 
@@ -26,8 +34,8 @@ class SegmentationHeads(nn.Module):
 
     With deep supervision (1st place / Heng CherKeng): a pixel branch (3x3 conv-BN-ReLU on the
     hypercolumn) gives ``mask_nonempty`` logits; an image branch (global average pooling of the
-    deepest features, linear + ReLU) gives the ``salt`` logit; the fused ``mask`` head convolves the
-    pixel features concatenated with the image features broadcast over the image. Head layers are
+    deepest features, linear + ReLU) gives the ``salt`` logit; the fused ``mask`` head (1x1 convolutions) mixes the
+    pixel features with the image features broadcast over the image. Head layers are
     :func:`head_channels` wide.
 
     Args:
@@ -48,8 +56,13 @@ class SegmentationHeads(nn.Module):
     ) -> None:
         super().__init__()
         self.hypercolumn = Hypercolumn() if hypercolumn else None
+        self.project = (
+            nn.ModuleList(nn.Conv2d(c, HYPERCOLUMN_CHANNELS, kernel_size=1) for c in feature_channels)
+            if hypercolumn
+            else None
+        )
         self.deep_supervision = deep_supervision
-        in_channels = sum(feature_channels) if hypercolumn else feature_channels[-1]
+        in_channels = HYPERCOLUMN_CHANNELS * len(feature_channels) if hypercolumn else feature_channels[-1]
         width = head_channels(feature_channels[-1])
         self.dropout = nn.Dropout2d(dropout)
         if deep_supervision:
@@ -59,7 +72,7 @@ class SegmentationHeads(nn.Module):
             self.image = nn.Sequential(nn.Linear(image_channels, width), nn.ReLU(inplace=True))
             self.image_logit = nn.Linear(width, 1)
             self.fuse = nn.Sequential(
-                Conv2dReLU(2 * width, width, kernel_size=3, padding=1),
+                Conv2dReLU(2 * width, width, kernel_size=1, padding=0),
                 nn.Conv2d(width, 1, kernel_size=1),
             )
         else:
@@ -78,7 +91,10 @@ class SegmentationHeads(nn.Module):
         Returns:
             ``{"mask"}`` or, with deep supervision, ``{"mask", "mask_nonempty", "salt"}``.
         """
-        x = self.hypercolumn(features) if self.hypercolumn is not None else features[-1]
+        if self.hypercolumn is not None and self.project is not None:
+            x = self.hypercolumn([proj(f) for proj, f in zip(self.project, features, strict=True)])
+        else:
+            x = features[-1]
         x = self.dropout(x)
         if not self.deep_supervision:
             return {"mask": self.mask(x)}

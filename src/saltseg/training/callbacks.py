@@ -3,13 +3,19 @@ and an atomic checkpoint writer."""
 
 from __future__ import annotations
 
+import csv
 import math
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from saltseg.checkpoints import save_weights
@@ -31,6 +37,49 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}.tmp")
         torch.save(checkpoint, tmp)
         os.replace(tmp, path)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv``; this one keeps its rows and appends
+    (a resumed stage continues the log of the killed one)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                header = next(csv.reader(f), [])
+            self.metrics_keys = sorted(k for k in header if k)
+
+
+class AppendingCSVLogger(CSVLogger):
+    """A :class:`CSVLogger` that appends to the ``metrics.csv`` of a previous (killed) attempt."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class EpochSeed(L.Callback):
+    """Reseeds the global RNGs (torch and CUDA, NumPy, Python) at the start of every training epoch
+    from (seed, stage, epoch, rank).
+
+    Each epoch's shuffle and augmentations then depend only on where it is in the run, not on what ran
+    before in the process: a killed and resumed run draws the same batches as an uninterrupted one, and
+    DDP ranks draw different augmentations.
+    """
+
+    def __init__(self, seed: int, stage_index: int) -> None:
+        self.seed, self.stage_index = seed, stage_index
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        s = np.random.SeedSequence([self.seed, self.stage_index, trainer.current_epoch, trainer.global_rank])
+        value = int(s.generate_state(1, dtype=np.uint64)[0]) >> 1
+        torch.manual_seed(value)
+        np.random.seed(value % 2**32)
+        random.seed(value)
 
 
 class SnapshotKeeper(L.Callback):
@@ -67,6 +116,9 @@ class SnapshotKeeper(L.Callback):
         if trainer.sanity_checking or "val_score" not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics["val_score"])
+        val_loss = trainer.callback_metrics.get("val_loss")
+        if not math.isfinite(score) or (val_loss is not None and not math.isfinite(float(val_loss))):
+            return  # a diverged model (NaN/inf) is never kept, whatever its score on empty tiles
         epoch = trainer.current_epoch
         info = {"stage": self.stage_index, "epoch": epoch, "val_score": score}
         model = pl_module.model  # type: ignore[attr-defined]
@@ -90,7 +142,11 @@ class SnapshotKeeper(L.Callback):
 
 
 class TrainingGuard(L.Callback):
-    """Stops training, saying why, when the loss turns NaN/inf or the validation score has stalled."""
+    """Stops training, saying why, when the loss turns NaN/inf or the validation score has stalled.
+
+    Under DDP the NaN decision is shared by all ranks (any rank seeing a non-finite loss stops them all),
+    and the stall decision uses the rank-averaged ``val_score``, so every rank stops at the same step.
+    """
 
     def __init__(self, stall_epochs: int | None, best_score: float, stalled_for: int = 0) -> None:
         self.stall_epochs = stall_epochs
@@ -99,19 +155,40 @@ class TrainingGuard(L.Callback):
         self.reason: str | None = None
         self.failed = False
 
+    @property
+    def state_key(self) -> str:
+        return "TrainingGuard"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "stalled_for": self.stalled_for}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = float(state_dict.get("best", self.best))
+        self.stalled_for = int(state_dict.get("stalled_for", 0))
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss.detach()).all():
+        bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            value = float(loss) if loss is not None else float("nan")
             self.reason = (
-                f"loss became {float(loss)} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+                f"loss became {value} (NaN/inf) at epoch {trainer.current_epoch}, step {trainer.global_step}"
+                " - lower the learning rate or check the data"
             )
             self.failed = True
             trainer.should_stop = True
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or "val_score" not in trainer.callback_metrics or not self.stall_epochs:
+        if (
+            self.failed
+            or trainer.sanity_checking
+            or "val_score" not in trainer.callback_metrics
+            or not self.stall_epochs
+        ):
             return
         score = float(trainer.callback_metrics["val_score"])
         if score > self.best:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saltseg.augment.config import AugmentConfig
 from saltseg.errors import ConfigError
@@ -141,6 +141,12 @@ class TrainConfig(_Strict):
     max_minutes: float | None = Field(None, gt=0)
     limit_train_batches: float | int | None = None
     log_every_n_steps: int = Field(10, ge=1)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: object) -> object:
+        # ``train.precision=32`` / ``precision: 16`` arrive as YAML integers; Lightning takes "32", "16"...
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class ExperimentConfig(_Strict):

@@ -21,20 +21,32 @@ def run_queue(
     folds: list[int] | None,
     overrides: list[str] | None = None,
 ) -> list[dict]:
-    """Train every config in turn into ``out/<config name>``; returns one result row per config."""
+    """Train every config in turn into ``out/<config name>``; returns one result row per config.
+
+    A config whose name is already taken in this queue trains into ``out/<name>_<file stem>``.
+    """
     from saltseg.training.config import load_config
     from saltseg.training.train import train_run
 
     results: list[dict] = []
+    used: set[str] = set()
     console = Console(stderr=True)
     for path in configs:
         started = time.time()
         row: dict = {"config": str(path), "name": path.stem, "run": str(out / path.stem)}
         try:
             cfg = load_config(path, overrides)
-            row["name"] = cfg.name
-            row["run"] = str(out / cfg.name)
-            summary = train_run(cfg, data_dir, out / cfg.name, folds_to_run=folds, progress=False)
+            # Two configs of the same ``name`` (a copy with one change) each get their own folder.
+            folder = cfg.name
+            if folder in used:
+                folder = f"{cfg.name}_{path.stem}"
+            k = 2
+            while folder in used:
+                folder, k = f"{cfg.name}_{path.stem}_{k}", k + 1
+            used.add(folder)
+            row["name"] = folder
+            row["run"] = str(out / folder)
+            summary = train_run(cfg, data_dir, out / folder, folds_to_run=folds, progress=False)
             row.update(
                 status="done",
                 oof_score=summary.get("oof_score"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -9,13 +10,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 from lightning.pytorch.tuner import Tuner
 
 from saltseg.augment import build_transforms
 from saltseg.training.config import ExperimentConfig
 from saltseg.training.data import LabelledTiles, SaltDataModule
 from saltseg.training.module import SaltModule
-from saltseg.training.train import prepare_fold_split, resolve_precision
+from saltseg.training.train import prepare_fold_split, quiet_lightning, resolve_precision
 from saltseg.utils.io import atomic_path
 
 
@@ -25,6 +27,7 @@ def lr_find(
     """Run the range test on the first stage of ``cfg``; save ``lr_find.png``; return (suggestion, plot)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
     model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold)
@@ -33,6 +36,8 @@ def lr_find(
     )
     module = SaltModule(model, cfg)
     module.lr = cfg.stages[0].optimizer.lr
+    # The range test runs ``steps`` batches: allow as many epochs as that takes on a small dataset.
+    per_epoch = max(len(dm.train_dataset()) // cfg.train.batch_size, 1)
     trainer = L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=1,
@@ -41,14 +46,15 @@ def lr_find(
         enable_checkpointing=False,
         enable_progress_bar=False,
         default_root_dir=out,
-        max_epochs=1,
+        max_epochs=math.ceil(steps / per_epoch) + 1,
     )
     finder = Tuner(trainer).lr_find(
         module, datamodule=dm, num_training=steps, update_attr=False, min_lr=1e-6, max_lr=1.0
     )
-    fig = finder.plot(suggest=True)
+    suggestion = finder.suggestion()  # None when the curve is too short (it says why)
+    fig = finder.plot(suggest=suggestion is not None)
     plot = out / "lr_find.png"
     with atomic_path(plot) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    suggestion = finder.suggestion() or float("nan")
-    return float(suggestion), plot
+    plt.close(fig)
+    return float("nan") if suggestion is None else float(suggestion), plot

@@ -6,7 +6,6 @@ import lightning as L
 import numpy as np
 import torch
 
-from saltseg.inference.tta import predict_batch
 from saltseg.losses import create_loss
 from saltseg.metrics.kaggle import kaggle_scores
 from saltseg.training.config import ExperimentConfig, StageConfig
@@ -48,18 +47,19 @@ class SaltModule(L.LightningModule):
         x, y = batch
         out = self.model(self._prep(x))
         loss = self.loss_fn(out, y)
-        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
+        n = x.shape[0]
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         out = self.model(self._prep(x))
         self.log("val_loss", self.loss_fn(out, y), on_epoch=True, batch_size=x.shape[0], sync_dist=True)
-        if self.cfg.train.val_tta:
-            probs = predict_batch(self.model, x, hflip=True, channels_last=self.cfg.train.channels_last)
-            mask = probs.get("mask")
-        else:
-            mask = torch.sigmoid(out["mask"].float()) if "mask" in out else None
+        mask = torch.sigmoid(out["mask"].float()) if "mask" in out else None
+        if mask is not None and self.cfg.train.val_tta:
+            # horizontal-flip TTA, reusing the forward pass above for the unflipped view
+            flipped = self.model(self._prep(torch.flip(x, dims=[-1])))["mask"]
+            mask = (mask + torch.flip(torch.sigmoid(flipped.float()), dims=[-1])) / 2
         if mask is not None:
             self._val_pred.append((mask[:, 0] > 0.5).cpu().numpy())
         self._val_true.append((y[:, 0] > 0.5).cpu().numpy())

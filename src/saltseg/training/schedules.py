@@ -25,10 +25,13 @@ def lr_multiplier(
             w = max(warm, 1)
             s = max(step, 1)
             return min(s / w, math.sqrt(w / s))
-        t = min(max(step - warm, 0) / max(total - warm, 1), 1.0)
+        span = max(total - warm, 1)
+        pos = min(max(step - warm, 0), span)
+        t = pos / span
         if cfg.name == "cosine":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-        cycle_t = (t * cfg.cycles) % 1.0 if t < 1.0 else 1.0
+        # position inside the current cycle, in integers so that a cycle starts exactly at 0
+        cycle_t = (pos * cfg.cycles % span) / span if pos < span else 1.0
         if cfg.name == "cosine_restarts":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * cycle_t))
         if cfg.name == "cyclic":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from saltseg.augment import build_transforms
 from saltseg.checkpoints import average_weights, load_model, save_weights
@@ -35,13 +36,54 @@ from saltseg.errors import SaltsegError
 from saltseg.inference.tta import autocast_for, predict_batch
 from saltseg.metrics.kaggle import kaggle_scores
 from saltseg.models import create_model
-from saltseg.training.callbacks import AtomicCheckpointIO, SnapshotKeeper, TrainingGuard
+from saltseg.training.callbacks import (
+    AppendingCSVLogger,
+    AtomicCheckpointIO,
+    EpochSeed,
+    SnapshotKeeper,
+    TrainingGuard,
+)
 from saltseg.training.config import ExperimentConfig, dump_config
 from saltseg.training.data import LabelledTiles, SaltDataModule, TileDataset, load_pseudo_labels
 from saltseg.training.module import SaltModule
 from saltseg.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
+
+
+class _DropLightningNoise(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger and a chatty info line; keeps the rest."""
+
+    NOISE = ("litlogger", "to estimate number of stepping batches")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NOISE)
+
+
+def quiet_lightning() -> None:
+    """Silence known, harmless Lightning/torch noise without hiding real warnings."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningNoise) for f in lg.filters):
+            lg.addFilter(_DropLightningNoise())
+    # Lightning 2.6 still uses torch's deprecated LeafSpec: a FutureWarning on every fit, not ours to fix.
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", FutureWarning)
+
+
+def is_launcher_rank_zero() -> bool:
+    """False in the extra processes of a multi-process run (Lightning's DDP children, torchrun, SLURM).
+
+    Known before any Trainer exists (from the launcher's environment variables), so that only the
+    global-zero process writes the run folder, prints and summarises.
+    """
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_PROCID"]) == 0
+    local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
+    return local == 0 and node == 0
 
 
 class TrainingFailed(SaltsegError):
@@ -75,7 +117,7 @@ class FoldState:
         d = json.loads(path.read_text())
         return cls(
             completed=d["completed"],
-            best_score=d.get("best_score") or -math.inf,
+            best_score=-math.inf if d.get("best_score") is None else float(d["best_score"]),
             status=d.get("status", "running"),
             reason=d.get("reason"),
             seconds=d.get("seconds", 0.0),
@@ -152,18 +194,21 @@ def _trainer(
         save_on_train_epoch_end=False,
         enable_version_counter=False,
     )
-    cbs = [ckpt, LearningRateMonitor(logging_interval="epoch"), *callbacks]
+    cbs = [ckpt, LearningRateMonitor(logging_interval="epoch"), EpochSeed(cfg.seed, stage_index), *callbacks]
     if progress:
         cbs.append(RichProgressBar(leave=True))
     loggers = [
-        CSVLogger(fold_dir / "logs", name=f"stage{stage_index}", version=""),
+        AppendingCSVLogger(fold_dir / "logs", name=f"stage{stage_index}", version=""),
         TensorBoardLogger(fold_dir / "logs", name="tensorboard", version=f"stage{stage_index}"),
     ]
     kwargs = {}
     if max_seconds is not None:
         kwargs["max_time"] = {"seconds": max(int(max_seconds), 1)}
+    log_every = cfg.train.log_every_n_steps
     if cfg.train.limit_train_batches is not None:
         kwargs["limit_train_batches"] = cfg.train.limit_train_batches
+        if isinstance(cfg.train.limit_train_batches, int):
+            log_every = max(min(log_every, cfg.train.limit_train_batches), 1)
     return L.Trainer(
         max_epochs=epochs,
         accelerator=cfg.train.accelerator,
@@ -175,7 +220,7 @@ def _trainer(
         logger=loggers,
         num_sanity_val_steps=0,
         enable_progress_bar=progress,
-        log_every_n_steps=cfg.train.log_every_n_steps,
+        log_every_n_steps=log_every,
         plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
         default_root_dir=fold_dir,
@@ -224,6 +269,7 @@ def save_probs(
     truth: np.ndarray | None = None,
 ) -> None:
     """Save probabilities as uint8 (p * 255) with their ids (and truth masks, for OOF), atomically."""
+    probs = np.nan_to_num(np.clip(probs, 0.0, 1.0), nan=0.0)  # a diverged model gives NaN
     arrays = {"ids": np.array(ids), "probs": np.round(probs * 255).astype(np.uint8)}
     if salt is not None:
         arrays["salt"] = salt.astype(np.float32)
@@ -244,15 +290,25 @@ def load_probs(path: Path) -> dict[str, np.ndarray]:
     return d
 
 
+def eval_device(cfg: ExperimentConfig) -> torch.device:
+    """Where the rank-zero process predicts OOF tiles and recomputes SWA BatchNorm statistics."""
+    if cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def _swa(cfg: ExperimentConfig, fold_dir: Path, members: list[Path], dm: SaltDataModule) -> Path | None:
     src = members if cfg.swa.members == "snapshots" else sorted((fold_dir / "swa").glob("epoch*.safetensors"))
     if len(src) < 2:
         log.warning("SWA skipped: fewer than two checkpoints to average")
         return None
+    device = eval_device(cfg)
     model = load_model(src[0])
     model.load_state_dict(average_weights(src))
+    model.to(device)
     loader = torch.utils.data.DataLoader(dm.train_dataset(), batch_size=cfg.train.batch_size, shuffle=True)
-    torch.optim.swa_utils.update_bn(loader, model)  # batches are (image, mask): it feeds the images
+    # batches are (image, mask): update_bn feeds the images
+    torch.optim.swa_utils.update_bn(loader, model, device=device)
     return save_weights(model, fold_dir / "swa.safetensors", swa_of=[p.name for p in src])
 
 
@@ -269,8 +325,14 @@ def train_fold(
     fold_dir.mkdir(parents=True, exist_ok=True)
     state_path = fold_dir / "state.json"
     state = FoldState.load(state_path) if resume else FoldState(completed=[])
-    if state.status == "done" and resume:
+    if resume and state.status in ("done", "stopped") and (fold_dir / "summary.json").exists():
         return json.loads((fold_dir / "summary.json").read_text())
+    if resume and state.status == "failed":
+        raise TrainingFailed(
+            f"fold {fold} failed earlier ({state.reason}); it cannot be resumed: train it again into a new "
+            "--out (for example with a lower learning rate)"
+        )
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold, folds)
     pseudo = load_pseudo_labels(cfg.data.pseudo_labels) if cfg.data.pseudo_labels else None
@@ -330,6 +392,8 @@ def train_fold(
         state.best_score = max(state.best_score, keeper.best_score)
         is_zero = trainer.is_global_zero
         if not is_zero:
+            if guard.reason:  # every rank took the same decision (see TrainingGuard)
+                break
             continue
         save_weights(model, stage_dir / "end.safetensors", stage=si, epochs=trainer.current_epoch)
         state.completed.append(si)
@@ -380,7 +444,8 @@ def _finish_fold(
 
         images = load_images([tiles.source.image_path(i) for i in ids])
         truth = load_masks([tiles.source.mask_path(i) for i in ids])
-    models = [load_model(p) for p in members]
+    device = eval_device(cfg)
+    models = [load_model(p).to(device) for p in members]
     probs, salt = predict_tiles(
         models, images, batch_size=cfg.train.batch_size * 2, channels_last=cfg.train.channels_last
     )
@@ -412,14 +477,21 @@ def _finish_fold(
 def prepare_run(
     cfg: ExperimentConfig, data_dir: str | Path, out: Path, resume: bool
 ) -> tuple[LabelledTiles, dict[str, int]]:
-    """Create (or reopen) a run folder: resolved config, folds and tiles."""
-    if out.exists() and any(out.iterdir()) and not resume and (out / "config.yaml").exists():
+    """Create (or reopen) a run folder: resolved config, folds and tiles.
+
+    Only the launcher's rank zero writes; the other processes of a multi-process run read the folds
+    (or compute the same deterministic split).
+    """
+    writer = is_launcher_rank_zero()
+    if writer and not resume and (out / "config.yaml").exists():
         raise SaltsegError(
             f"run folder {out} already holds a run; use --resume to continue it or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
     folds_csv = out / "folds.csv"
+    if not writer:
+        return tiles, load_folds(folds_csv) if folds_csv.exists() else fold_assignment(cfg, tiles)
+    out.mkdir(parents=True, exist_ok=True)
     if resume and folds_csv.exists():
         folds = load_folds(folds_csv)
     else:
@@ -446,9 +518,15 @@ def train_run(
     for k in todo:
         if not 0 <= k < cfg.data.folds:
             raise SaltsegError(f"fold {k} does not exist (folds are 0..{cfg.data.folds - 1})")
-    results = []
     for k in todo:
-        results.append(train_fold(cfg, tiles, folds, k, out / f"fold{k}", resume=resume, progress=progress))
+        try:
+            train_fold(cfg, tiles, folds, k, out / f"fold{k}", resume=resume, progress=progress)
+        except TrainingFailed:
+            if is_launcher_rank_zero():
+                summarize_run(out)  # the run summary lists the failed fold too
+            raise
+    if not is_launcher_rank_zero():
+        return {"run": str(out), "folds": [], "rank_zero": False}
     return summarize_run(out)
 
 

@@ -1,0 +1,249 @@
+"""Segment images of any size (a whole seismic section) with models trained on small tiles.
+
+The image is cut into overlapping ``tile`` x ``tile`` windows every ``stride`` pixels, the windows are
+predicted in batches (flip TTA, bf16 autocast on CPU), and the window predictions are blended with a
+smooth 2-D weight (a raised Hann window with a floor, so window edges still count) normalised by the
+summed weights. Before windowing the image is padded by reflection: ``(tile - stride) // 2`` pixels on
+each side so that border pixels lie inside windows rather than on their edges, plus what the window grid
+needs, split between both ends. With ``stride == tile`` on an image made of whole tiles nothing is padded and
+the result equals the per-tile predictions.
+
+Memory is bounded: only one batch of windows exists at a time and predictions are accumulated into two
+float32 arrays of the padded image's size.
+
+Example:
+    >>> from saltseg.inference.sliding import load_ensemble, predict_large
+    >>> models, weights = load_ensemble(["runs/r1"])
+    >>> probs = predict_large(models, section, weights=weights)  # section: (H, W) uint8
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from saltseg.errors import CheckpointError, DataError
+
+__all__ = ["blend_window", "load_ensemble", "predict_large", "window_starts"]
+
+
+# --------------------------------------------------------------------------- model arguments
+
+
+def _fold_members(fold_dir: Path) -> list[Path]:
+    summary = fold_dir / "summary.json"
+    if summary.exists():
+        try:
+            members = json.loads(summary.read_text())["members"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"unreadable summary.json ({exc})", summary) from None
+        return [fold_dir / m for m in members]
+    if (fold_dir / "best.safetensors").exists():
+        return [fold_dir / "best.safetensors"]
+    return sorted((fold_dir / "snapshots").glob("*.safetensors"))
+
+
+def _resolve_checkpoints(paths: Sequence[str | Path]) -> list[tuple[Path, float]]:
+    """Expand MODEL arguments into ``(checkpoint, weight)`` pairs whose weights sum to 1.
+
+    A ``.safetensors`` file is one model; a fold folder (``summary.json`` with ``members``) gives its
+    members; a run folder gives every fold's members, each fold weighing the same; an ensemble folder
+    (``ensemble.json``) gives its runs with their weights.
+    """
+    if not paths:
+        raise CheckpointError("no model given")
+    pairs: list[tuple[Path, float]] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file():
+            pairs.append((p, 1.0))
+        elif (p / "ensemble.json").is_file():
+            try:
+                entries = [
+                    (m["run"], float(m["weight"]))
+                    for m in json.loads((p / "ensemble.json").read_text())["members"]
+                ]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise CheckpointError(f"unreadable ensemble.json ({exc})", p / "ensemble.json") from None
+            for run, w in entries:
+                pairs += [(q, v * w) for q, v in _resolve_checkpoints([run])]
+        elif p.is_dir():
+            folds = [p] if (p / "summary.json").exists() else sorted(d for d in p.glob("fold*") if d.is_dir())
+            if not folds and p.name.startswith("fold"):
+                folds = [p]
+            per_fold = [m for m in (_fold_members(d) for d in folds) if m]
+            if not per_fold:
+                raise CheckpointError(
+                    "no trained model (expected a .safetensors file, summary.json or fold*/summary.json)",
+                    p,
+                )
+            for members in per_fold:
+                pairs += [(m, 1.0 / (len(per_fold) * len(members))) for m in members]
+        else:
+            raise CheckpointError("model not found", p)
+    total = sum(w for _, w in pairs)
+    return [(q, w / total) for q, w in pairs]
+
+
+def load_ensemble(
+    paths: Sequence[str | Path], map_location: str = "cpu"
+) -> tuple[list[torch.nn.Module], list[float]]:
+    """Load every model named by ``paths`` (checkpoints, fold, run or ensemble folders) in eval mode,
+    with ensemble weights summing to 1."""
+    from saltseg.checkpoints import load_model
+
+    pairs = _resolve_checkpoints(paths)
+    return [load_model(p, map_location=map_location) for p, _ in pairs], [w for _, w in pairs]
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def window_starts(length: int, tile: int, stride: int) -> tuple[list[int], int, int]:
+    """Window starts along one axis of a padded image, and the pads ``(before, after)``.
+
+    The axis of ``length`` pixels is padded by at least ``(tile - stride) // 2`` on each side (so its
+    first and last pixels are not on a window edge), plus what windows every ``stride`` pixels need to
+    cover it, split evenly between both ends.
+    Returns ``(starts, pad_before, pad_after)`` with starts in padded coordinates.
+    """
+    if tile < 1 or not 1 <= stride <= tile:
+        raise ValueError(f"need 1 <= stride <= tile, got tile={tile}, stride={stride}")
+    margin = (tile - stride) // 2
+    n = max(1, -(-(length + 2 * margin - tile) // stride) + 1)
+    extra = (n - 1) * stride + tile - length - 2 * margin  # spread evenly on both sides
+    before = margin + extra // 2
+    return [i * stride for i in range(n)], before, (n - 1) * stride + tile - length - before
+
+
+def blend_window(tile: int, floor: float = 0.1) -> np.ndarray:
+    """Separable 2-D blending weight of a ``tile`` x ``tile`` window: ``floor + (1 - floor) * hann``
+    per axis (peak 1 in the middle, ``floor`` at the very edge), float32."""
+    if not 0.0 < floor <= 1.0:
+        raise ValueError(f"floor must be in (0, 1], got {floor}")
+    hann = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
+    w = floor + (1.0 - floor) * hann
+    return np.outer(w, w).astype(np.float32)
+
+
+def _as_unit(image: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> float32 / 255; a float image is taken as already in [0, 1] (clipped)."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise DataError(f"expected a 2-D image (H, W), got shape {image.shape}")
+    if image.size == 0:
+        raise DataError(f"empty image of shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer):
+        unit = image.astype(np.float32)
+        if not np.isfinite(unit).all():
+            raise DataError("the image holds NaN or infinite values")
+        return np.clip(unit, 0.0, 1.0)
+    raise DataError(f"unsupported image dtype {image.dtype}")
+
+
+def _batches(starts_y: list[int], starts_x: list[int], size: int) -> Iterator[list[tuple[int, int]]]:
+    batch: list[tuple[int, int]] = []
+    for y in starts_y:
+        for x in starts_x:
+            batch.append((y, x))
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+@torch.inference_mode()
+def predict_large(
+    models: torch.nn.Module | Sequence[torch.nn.Module],
+    image: np.ndarray,
+    tile: int = 101,
+    stride: int = 50,
+    batch_size: int = 64,
+    hflip: bool = True,
+    *,
+    weights: Sequence[float] | None = None,
+    floor: float = 0.1,
+    autocast: bool = True,
+    channels_last: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Salt probability of every pixel of an image of any size, by blended overlapping windows.
+
+    Args:
+        models: A model or an ensemble (probabilities averaged with ``weights``); each takes
+            (B, 1, tile, tile) in [0, 1] and returns ``{"mask": logits, ...}`` (``SaltModel``).
+        image: (H, W) uint8 (divided by 255) or float already in [0, 1]; depth/time down the rows,
+            as in the TGS tiles.
+        tile: Window side, the tile size the models were trained on.
+        stride: Step between windows (``stride == tile``: no overlap).
+        batch_size: Windows per forward pass (bounds the memory).
+        hflip: Average each window with its mirror image (flip TTA).
+        weights: Ensemble weights (default: equal).
+        floor: Blend weight at the window edge relative to its centre (see :func:`blend_window`).
+        autocast: bf16 autocast on CPU / fp16 on CUDA (``saltseg.inference.tta.autocast_for``).
+        channels_last: Convert the models (in place) and the windows to channels-last memory format
+            (faster bf16 convolutions on CPU for most encoders).
+        progress: Called with ``(windows done, windows total)`` after each batch.
+
+    Returns:
+        (H, W) float32 probabilities in [0, 1].
+    """
+    from saltseg.inference.tta import autocast_for, predict_batch
+
+    members = [models] if isinstance(models, torch.nn.Module) else list(models)
+    if not members:
+        raise ValueError("predict_large needs at least one model")
+    w_members = [1.0 / len(members)] * len(members) if weights is None else [float(w) for w in weights]
+    if len(w_members) != len(members):
+        raise ValueError(f"{len(w_members)} weights for {len(members)} models")
+    total_w = sum(w_members)
+    w_members = [w / total_w for w in w_members]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+    unit = _as_unit(image)
+    height, width = unit.shape
+    starts_y, top, bottom = window_starts(height, tile, stride)
+    starts_x, left, right = window_starts(width, tile, stride)
+    # np.pad's reflect mode reflects repeatedly when a pad is wider than the image.
+    padded = (
+        np.pad(unit, ((top, bottom), (left, right)), mode="reflect") if top + bottom + left + right else unit
+    )
+    blend = blend_window(tile, floor)
+    acc = np.zeros(padded.shape, dtype=np.float32)
+    norm = np.zeros(padded.shape, dtype=np.float32)
+
+    param = next(iter(members[0].parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    for m in members:
+        m.eval()
+        if channels_last:
+            m.to(memory_format=torch.channels_last)
+    total, done = len(starts_y) * len(starts_x), 0
+    for batch in _batches(starts_y, starts_x, batch_size):
+        windows = np.stack([padded[y : y + tile, x : x + tile] for y, x in batch])
+        x_t = torch.from_numpy(windows)[:, None].to(device)
+        probs: torch.Tensor | None = None
+        with autocast_for(device, enabled=autocast):
+            for m, w in zip(members, w_members, strict=True):
+                out = predict_batch(m, x_t, hflip=hflip, channels_last=channels_last)
+                if "mask" not in out:
+                    raise CheckpointError("a model without a pixel mask output (a classifier) cannot segment")
+                probs = out["mask"][:, 0] * w if probs is None else probs + out["mask"][:, 0] * w
+        assert probs is not None
+        pred = probs.float().cpu().numpy()
+        for (y, x), p in zip(batch, pred, strict=True):
+            acc[y : y + tile, x : x + tile] += p * blend
+            norm[y : y + tile, x : x + tile] += blend
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+    out = acc[top : top + height, left : left + width] / norm[top : top + height, left : left + width]
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
