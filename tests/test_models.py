@@ -210,9 +210,13 @@ def test_deep_supervision_fused_head_uses_image_features() -> None:
 def test_hypercolumn_switch_changes_head_input() -> None:
     with_hc = create_model(tiny("unet", input_size=64, hypercolumn=True))
     without = create_model(tiny("unet", input_size=64, hypercolumn=False))
-    in_hc = next(m for m in with_hc.net.heads.modules() if isinstance(m, nn.Conv2d)).in_channels
+    from saltseg.models.heads import HYPERCOLUMN_CHANNELS
+
+    heads = with_hc.net.heads
+    # every decoder output is projected, then the head convolves the concatenated projections
+    assert [p.in_channels for p in heads.project] == list(with_hc.config.decoder_channels)
+    assert heads.mask[0][0].in_channels == HYPERCOLUMN_CHANNELS * len(with_hc.config.decoder_channels)
     in_plain = next(m for m in without.net.heads.modules() if isinstance(m, nn.Conv2d)).in_channels
-    assert in_hc == sum(with_hc.config.decoder_channels)
     assert in_plain == without.config.decoder_channels[-1]
 
 

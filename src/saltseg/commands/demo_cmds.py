@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import time
 from pathlib import Path
 
 from saltseg.cli import command
+from saltseg.errors import SaltsegError
 
 DEMO_CONFIG = {
     "name": "demo",
@@ -40,6 +42,29 @@ DEMO_CONFIG = {
     "train": {"batch_size": 32},
 }
 
+# ``--quick``: a tiny plain U-Net for one epoch per stage (a smoke test of the pipeline in seconds)
+QUICK_CHANGES = {
+    "model": {
+        "arch": "vanilla_unet",
+        "base_channels": 8,
+        "depth": 3,
+        "attention": None,
+        "hypercolumn": False,
+    },
+    "epochs": [1, 1],
+}
+
+
+def demo_config(quick: bool = False) -> dict:
+    """The demo's experiment config (a copy), or its ``--quick`` variant."""
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    if quick:
+        cfg["model"] = dict(QUICK_CHANGES["model"])
+        for stage, epochs in zip(cfg["stages"], QUICK_CHANGES["epochs"], strict=True):
+            stage["epochs"] = epochs
+        cfg["train"]["log_every_n_steps"] = 1  # a few batches per epoch: log every step
+    return cfg
+
 
 @command(
     "demo",
@@ -52,9 +77,15 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--n", type=int, default=1500, help="synthetic labelled tiles to train on")
     p.add_argument("--n-heldout", type=int, default=300, help="synthetic held-out labelled tiles to score")
     p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny model trained 1+1 epochs: checks the pipeline in seconds (scores are poor)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.data.synth import write_kaggle_layout
+        from saltseg.data.tiles import open_dataset
         from saltseg.diagnostics.show import show_tiles
         from saltseg.evaluation import evaluate_predictions
         from saltseg.inference.predict import predict_folder
@@ -62,6 +93,8 @@ def _demo(p: argparse.ArgumentParser):
         from saltseg.training.config import parse_config
         from saltseg.training.train import train_run
 
+        if args.n < 50 or args.n_heldout < 1:
+            raise SaltsegError("the demo needs --n of at least 50 and --n-heldout of at least 1")
         started = time.time()
         out: Path = args.out
         if args.fresh and out.exists():
@@ -71,16 +104,21 @@ def _demo(p: argparse.ArgumentParser):
             write_kaggle_layout(train_dir, n_train=args.n, n_test=0, seed=0)
         if not held_dir.exists():
             write_kaggle_layout(held_dir, n_train=args.n_heldout, n_test=0, seed=1)
+        n_train, n_held = (len(open_dataset(d).labelled_ids) for d in (train_dir, held_dir))
+        reused = (n_train, n_held) != (args.n, args.n_heldout)
+        note = " (made by an earlier demo; --fresh makes new ones)" if reused else ""
         print(
-            f"[1/5] synthetic data: {args.n} training tiles in {train_dir}, "
-            f"{args.n_heldout} held-out tiles in {held_dir}"
+            f"[1/5] synthetic data: {n_train} training tiles in {train_dir}, "
+            f"{n_held} held-out tiles in {held_dir}{note}"
         )
-        cfg = parse_config(DEMO_CONFIG, "demo config")
+        cfg = parse_config(demo_config(args.quick), "demo config")
         if run_dir.exists():
             shutil.rmtree(run_dir)
         summary = train_run(cfg, train_dir, run_dir, folds_to_run=[0], progress=True)
         fold = summary["folds"][0]
-        print(f"[2/5] trained fold 0 in {fold['minutes']} min: validation score {fold['best_val_score']:.4f}")
+        best = fold["best_val_score"]
+        shown = "none" if best is None else f"{best:.4f}"
+        print(f"[2/5] trained fold 0 in {fold['minutes']} min: validation score {shown}")
         pp, log = tune_run(run_dir)
         print(
             f"[3/5] tuned post-processing on out-of-fold tiles: {log[0][1]:.4f} -> {log[-1][1]:.4f} "
@@ -94,7 +132,7 @@ def _demo(p: argparse.ArgumentParser):
         )
         lines = evaluate_predictions(out / "pred_heldout", held_dir)
         ids = [line.split(",")[0] for line in sub.read_text().splitlines()[1:9]]
-        picture = show_tiles(held_dir, ids, out / "overlay.png", pred_dir=out / "pred_heldout")
+        picture = show_tiles(held_dir, ids, out / "overlay.png", pred=out / "pred_heldout")
         print(f"[5/5] overlay picture: {picture}")
         print(f"held-out {lines[-1]}   (total {(time.time() - started) / 60:.1f} min)")
         return 0

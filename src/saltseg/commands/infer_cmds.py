@@ -8,6 +8,26 @@ from pathlib import Path
 from saltseg.cli import command
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 @command(
     "predict",
     "Predict tiles with runs, folds, snapshots or checkpoint files (flip TTA on), "
@@ -32,19 +52,19 @@ def _predict(p: argparse.ArgumentParser):
         help="which tiles of a Kaggle-layout dataset (default: test)",
     )
     p.add_argument("--no-tta", action="store_true", help="no horizontal-flip TTA")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--postprocess", type=Path, help="post-processing JSON (default: the run's tuned one)")
     p.add_argument("--threshold", type=float, help="override the pixel threshold")
     p.add_argument("--no-probs", action="store_true", help="do not save probabilities")
     p.add_argument("--compile", action="store_true", help="torch.compile the models (slow start, faster)")
 
     def run(args: argparse.Namespace) -> int:
-        from saltseg.inference.postprocess import load_postprocess
+        from saltseg.inference.postprocess import load_postprocess, validate_postprocess
         from saltseg.inference.predict import default_postprocess, predict_folder
 
         pp = load_postprocess(args.postprocess) if args.postprocess else default_postprocess(args.models)
         if args.threshold is not None:
-            pp = pp.model_copy(update={"threshold": args.threshold})
+            pp = validate_postprocess({**pp.model_dump(), "threshold": args.threshold}, "--threshold")
         meta = predict_folder(
             args.models,
             args.images,
@@ -125,15 +145,20 @@ def _pseudo(p: argparse.ArgumentParser):
     p.add_argument("--images", type=Path, required=True, help="the dataset the predictions were made on")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument(
-        "--confidence", type=float, default=0.97, help="minimum fraction of pixels with p<0.2 or p>0.8"
+        "--confidence", type=_fraction, default=0.97, help="minimum fraction of pixels with p<0.2 or p>0.8"
     )
     p.add_argument("--no-balance", action="store_true", help="do not balance coverage classes")
+    p.add_argument(
+        "--exclude",
+        type=Path,
+        help="a labelled dataset whose ids are never pseudo-labelled (besides those of --images)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.pseudo import write_pseudo_dataset
 
         info = write_pseudo_dataset(
-            args.pred_dir, args.images, args.out, args.confidence, not args.no_balance
+            args.pred_dir, args.images, args.out, args.confidence, not args.no_balance, exclude=args.exclude
         )
         print(f"selected {info['selected']} of {info['candidates']} tiles -> {args.out}")
         print("per coverage class: " + ", ".join(f"{k} {v}" for k, v in info["per_coverage_class"].items()))

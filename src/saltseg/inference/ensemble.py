@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import minimize
 
 from saltseg.errors import DataError
 from saltseg.inference.tune import OOF, load_oof
@@ -45,26 +44,60 @@ def _score(probs: np.ndarray, truth: np.ndarray) -> float:
     return float(kaggle_scores(probs > 0.5, truth).mean())
 
 
+def _search_weights(stack: np.ndarray, truth: np.ndarray, starts: list[np.ndarray]) -> np.ndarray:
+    """Weights on the simplex maximising the OOF score at threshold 0.5.
+
+    The score is piecewise constant in the weights, so gradient-free local search from a smooth start
+    goes nowhere; instead the best of ``starts`` (each member alone, equal, CV weights) is improved by
+    moving weight between pairs of members in steps of 0.25, 0.1, 0.05 and 0.02, keeping a move only
+    when it raises the score. The result is never worse than any start.
+    """
+    n = stack.shape[0]
+
+    def score(w: np.ndarray) -> float:
+        return _score(np.tensordot(w.astype(stack.dtype), stack, axes=1), truth)
+
+    scored = [(score(w), k, w) for k, w in enumerate(starts)]
+    best_score, _, best = max(scored, key=lambda t: (t[0], -t[1]))  # ties: the earlier start
+    for step in (0.25, 0.1, 0.05, 0.02):
+        for _ in range(20):  # sweeps at this step size
+            improved = False
+            for i in range(n):
+                for j in range(n):
+                    if i == j or best[j] <= 1e-12:
+                        continue
+                    move = min(step, best[j])
+                    cand = best.copy()
+                    cand[i] += move
+                    cand[j] -= move
+                    s = score(cand)
+                    if s > best_score + 1e-12:
+                        best, best_score, improved = cand, s, True
+            if not improved:
+                break
+    best = np.clip(best, 0.0, None)
+    return best / best.sum()
+
+
 def ensemble_weights(oofs: list[OOF], how: Weighting) -> tuple[np.ndarray, list[float]]:
-    """Weights (summing to 1) of aligned OOF predictions, and each member's own CV score."""
+    """Weights (summing to 1) of aligned OOF predictions, and each member's own CV score.
+
+    ``equal``: 1/n each; ``cv``: proportional to each member's OOF score (equal if all score 0);
+    ``optimize``: searched to maximise the OOF score of the weighted average, never below the best
+    member alone nor the equal and CV weightings.
+    """
     cv = [_score(o.probs, o.truth) for o in oofs]
     n = len(oofs)
+    equal = np.full(n, 1.0 / n)
+    cv_w = np.asarray(cv, dtype=float)
+    cv_w = cv_w / cv_w.sum() if cv_w.sum() > 0 else equal.copy()
     if how == "equal" or n == 1:
-        return np.full(n, 1.0 / n), cv
+        return equal, cv
     if how == "cv":
-        w = np.asarray(cv)
-        return w / w.sum(), cv
+        return cv_w, cv
     stack = np.stack([o.probs for o in oofs])
-    truth = oofs[0].truth
-
-    def loss(theta: np.ndarray) -> float:
-        w = np.exp(theta - theta.max())
-        w /= w.sum()
-        return -_score(np.tensordot(w, stack, axes=1), truth)
-
-    res = minimize(loss, np.zeros(n), method="Nelder-Mead", options={"maxiter": 40 * n, "xatol": 1e-2})
-    w = np.exp(res.x - res.x.max())
-    return w / w.sum(), cv
+    starts = [equal, cv_w, *np.eye(n)]
+    return _search_weights(stack, oofs[0].truth, starts), cv
 
 
 def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv") -> dict:
@@ -75,6 +108,8 @@ def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv
 
     runs_p = [Path(r) for r in runs]
     out = Path(out)
+    if (out / "config.yaml").exists() or any(out.resolve() == r.resolve() for r in runs_p):
+        raise DataError("the ensemble folder must not be a run folder; choose a new --out", out)
     oofs = _align([load_oof(r, with_images=False) for r in runs_p], runs_p)
     weights, cv = ensemble_weights(oofs, how)
     probs = np.tensordot(weights, np.stack([o.probs for o in oofs]), axes=1).astype(np.float32)

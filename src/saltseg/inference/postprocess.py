@@ -42,18 +42,38 @@ class PostprocessConfig(BaseModel):
     crf_compat: float = Field(5.0, gt=0)
 
 
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        where = ".".join(str(x) for x in e["loc"]) or "settings"
+        what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        parts.append(f"{where}: {what}")
+    return "; ".join(parts)
+
+
+def validate_postprocess(raw: object, source: str | Path = "post-processing settings") -> PostprocessConfig:
+    """Validate a mapping of settings (one-line :class:`ConfigError` naming the bad key)."""
+    try:
+        return PostprocessConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid post-processing settings ({_validation_message(exc)})", source) from None
+
+
 def load_postprocess(path: str | Path) -> PostprocessConfig:
     """Read a ``postprocess.json`` (one clear error for a bad file)."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
-        if isinstance(raw, dict):
-            raw.pop("notes", None)
-        return PostprocessConfig.model_validate(raw)
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("post-processing file not found", path) from None
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise ConfigError(f"invalid post-processing settings ({str(exc).splitlines()[0]})", path) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"not valid JSON ({exc})", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"unreadable post-processing file ({exc})", path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("post-processing settings must be a JSON object", path)
+    raw.pop("notes", None)
+    return validate_postprocess(raw, path)
 
 
 def save_postprocess(path: str | Path, cfg: PostprocessConfig, **extra: object) -> None:

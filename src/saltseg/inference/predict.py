@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import torch
 from saltseg.checkpoints import load_model
 from saltseg.data.rle import rle_encode
 from saltseg.data.tiles import open_dataset, read_csv_column_pairs, read_image
-from saltseg.errors import CheckpointError, DataError
+from saltseg.errors import CheckpointError, DataError, SaltsegError
 from saltseg.evaluation import PRED_MASKS_FILE
 from saltseg.inference.postprocess import (
     POSTPROCESS_FILE,
@@ -46,13 +47,34 @@ class Member:
     weight: float
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"unreadable {path.name} ({exc})", path) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"unreadable {path.name} (not a JSON object)", path)
+    return data
+
+
+def _is_fold_dir(p: Path) -> bool:
+    if (p / "best.safetensors").is_file() or (p / "snapshots").is_dir():
+        return True
+    return (p / "summary.json").is_file() and "members" in _read_json(p / "summary.json")
+
+
 def _fold_members(fold_dir: Path) -> list[Path]:
+    """The models of a trained fold (none for a fold that failed: its weights diverged)."""
     summary = fold_dir / "summary.json"
     if summary.exists():
-        return [fold_dir / m for m in json.loads(summary.read_text())["members"]]
-    for name in ("best.safetensors",):
-        if (fold_dir / name).exists():
-            return [fold_dir / name]
+        s = _read_json(summary)
+        if s.get("status") == "failed":
+            return []
+        members = s.get("members")
+        if isinstance(members, list) and members:
+            return [fold_dir / str(m) for m in members]
+    if (fold_dir / "best.safetensors").exists():
+        return [fold_dir / "best.safetensors"]
     return sorted((fold_dir / "snapshots").glob("*.safetensors"))
 
 
@@ -60,40 +82,63 @@ def resolve_models(paths: list[str | Path]) -> list[Member]:
     """Expand MODEL arguments into weighted members.
 
     A ``.safetensors`` file is one model; a fold folder gives its members (snapshots or best); a run
-    folder gives every trained fold's members, each fold weighing the same; an ensemble folder
-    (``ensemble.json``) gives its runs with their ensemble weights. Weights are normalised to sum to 1.
+    folder gives every trained fold's members, each fold weighing the same (failed folds are skipped);
+    an ensemble folder (``ensemble.json``) gives its runs with their ensemble weights (runs of weight 0
+    are left out). Weights are normalised to sum to 1.
     """
+    if not paths:
+        raise CheckpointError("no model given")
     members: list[Member] = []
     for raw in paths:
         p = Path(raw)
         if p.is_file():
             members.append(Member(p, 1.0))
-        elif (p / "ensemble.json").exists():
-            ens = json.loads((p / "ensemble.json").read_text())
-            for m in ens["members"]:
-                members += [Member(x.path, x.weight * m["weight"]) for x in resolve_models([m["run"]])]
+        elif (p / "ensemble.json").is_file():
+            ens = _read_json(p / "ensemble.json")
+            try:
+                entries = [(Path(m["run"]), float(m["weight"])) for m in ens["members"]]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"unreadable ensemble.json ({exc!r})", p / "ensemble.json") from None
+            for run, weight in entries:
+                if weight > 0:
+                    members += [Member(x.path, x.weight * weight) for x in resolve_models([run])]
         elif p.is_dir():
-            folds = sorted(d for d in p.glob("fold*") if d.is_dir()) if not p.name.startswith("fold") else [p]
+            folds = [p] if _is_fold_dir(p) else sorted(d for d in p.glob("fold*") if d.is_dir())
             per_fold = [f for f in (_fold_members(d) for d in folds) if f]
             if not per_fold:
                 raise CheckpointError(
-                    "no trained model found (expected fold*/summary.json or .safetensors)", p
+                    "no trained model found (expected fold*/summary.json or .safetensors; "
+                    "failed folds are skipped)",
+                    p,
                 )
             for files in per_fold:
                 members += [Member(f, 1.0 / (len(per_fold) * len(files))) for f in files]
         else:
             raise CheckpointError("model not found", p)
     total = sum(m.weight for m in members)
+    if not members or total <= 0:
+        raise CheckpointError("no model with a positive weight", paths[0])
     return [Member(m.path, m.weight / total) for m in members]
 
 
+def _postprocess_folders(p: Path) -> list[Path]:
+    """Folders whose ``postprocess.json`` applies to MODEL ``p``: the folder itself (or the file's) and
+    its parents up to the run or ensemble folder it belongs to (nothing above that)."""
+    start = p if p.is_dir() else p.parent
+    chain = [start, *list(start.parents)[:3]]
+    for k, d in enumerate(chain):
+        if (d / "config.yaml").is_file() or (d / "ensemble.json").is_file():
+            return chain[: k + 1]
+    return [start]
+
+
 def default_postprocess(paths: list[str | Path]) -> PostprocessConfig:
-    """The tuned settings saved beside the first MODEL (run or ensemble folder), else defaults."""
+    """The tuned settings saved with the first MODEL that has some (in its run or ensemble folder, or
+    beside a checkpoint file), else the defaults."""
     for raw in paths:
-        p = Path(raw)
-        for cand in (p / POSTPROCESS_FILE, p.parent / POSTPROCESS_FILE, p.parent.parent / POSTPROCESS_FILE):
-            if cand.exists():
-                return load_postprocess(cand)
+        for folder in _postprocess_folders(Path(raw)):
+            if (folder / POSTPROCESS_FILE).exists():
+                return load_postprocess(folder / POSTPROCESS_FILE)
     return PostprocessConfig()
 
 
@@ -117,16 +162,31 @@ def tile_ids(images: str | Path, split: str = "test") -> tuple[list[str], dict[s
 
 
 def _batches(ids: list[str], paths: dict[str, Path], size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Tiles in batches of ``size``, every tile of the same size as the first one."""
+    first: tuple[str, tuple[int, ...]] | None = None
     for s in range(0, len(ids), size):
         chunk = ids[s : s + size]
         imgs = [read_image(paths[i]) for i in chunk]
-        odd = next((i for i, im in zip(chunk, imgs, strict=True) if im.shape != imgs[0].shape), None)
-        if odd is not None:
-            raise DataError(
-                f"tile size {read_image(paths[odd]).shape} differs from {imgs[0].shape} of the other tiles",
-                paths[odd],
-            )
+        if first is None:
+            first = (chunk[0], imgs[0].shape)
+        for tile_id, im in zip(chunk, imgs, strict=True):
+            if im.shape != first[1]:
+                raise DataError(
+                    f"tile is {im.shape[1]}x{im.shape[0]}, unlike tile {first[0]!r} "
+                    f"({first[1][1]}x{first[1][0]}); predict tiles of one size at a time",
+                    paths[tile_id],
+                )
         yield chunk, np.stack(imgs)
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    """``message`` on one line of at most about ``limit`` characters (pydantic's validation errors span
+    several lines with a link to its docs; a state-dict mismatch lists every missing key)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    text = " ".join(ln for ln in lines if not ln.startswith("For further information"))
+    if len(text) > limit:
+        text = text[:limit].rstrip(", ") + "..."
+    return text + ")" * max(text.count("(") - text.count(")"), 0)
 
 
 class EnsemblePredictor:
@@ -143,8 +203,14 @@ class EnsemblePredictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.members = members
         self.models = []
+        sizes = []
         for m in members:
-            model = load_model(m.path).to(self.device)
+            try:
+                model = load_model(m.path).to(self.device)
+            except CheckpointError as exc:  # some messages quote a multi-line validation error
+                raise CheckpointError(_one_line(exc.message), m.path) from None
+            # a model that resizes its input takes any tile; otherwise tiles must fit its input square
+            sizes.append(math.inf if model.config.resize_to else int(model.config.input_size))
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
             if compile:
@@ -152,23 +218,34 @@ class EnsemblePredictor:
             self.models.append(model)
         self.weights = [m.weight for m in members]
         self.hflip, self.channels_last = hflip, channels_last
-        self.tile_size = self.models[0].config.input_size if self.models else 128
+        self.tile_size = min(sizes)  # the largest tile side every member takes
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N,H,W) float32 and image-level salt probabilities (N,) or None."""
+        """Probabilities (N,H,W) float32 and image-level salt probabilities (N,) or None.
+
+        Members without a pixel head (image-level classifiers) only vote on the salt probability; the
+        pixel probability is the weighted average of the segmentation members.
+        """
         x = torch.from_numpy(images).to(self.device).float().div_(255)[:, None]
         acc = torch.zeros(x.shape[0], *x.shape[2:], device=self.device)
         salt = torch.zeros(x.shape[0], device=self.device)
-        salt_w = 0.0
+        mask_w = salt_w = 0.0
         with autocast_for(self.device):
             for w, model in zip(self.weights, self.models, strict=True):
                 out = predict_batch(model, x, hflip=self.hflip, channels_last=self.channels_last)
-                acc += w * out["mask"][:, 0]
+                if "mask" in out:
+                    acc += w * out["mask"][:, 0].float()
+                    mask_w += w
                 if "salt" in out:
-                    salt += w * out["salt"]
+                    salt += w * out["salt"].float()
                     salt_w += w
-        return acc.cpu().numpy(), (salt / salt_w).cpu().numpy() if salt_w else None
+        if not mask_w:
+            raise CheckpointError(
+                "no segmentation model among the members (image-level classifiers only)",
+                self.members[0].path,
+            )
+        return (acc / mask_w).cpu().numpy(), (salt / salt_w).cpu().numpy() if salt_w else None
 
 
 def predict_folder(
@@ -183,17 +260,27 @@ def predict_folder(
     save_probs: bool = True,
     compile: bool = False,
 ) -> dict:
-    """Predict every tile of ``images`` and write the prediction folder ``out``; returns its meta."""
+    """Predict every tile of ``images`` and write the prediction folder ``out``; returns its meta.
+
+    Probabilities are written chunk by chunk (:data:`CHUNK` tiles at most held in memory) into a
+    temporary folder that replaces ``out/probs`` only when every tile was predicted, so that a failed
+    prediction leaves an earlier one in ``out`` intact.
+    """
+    if batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {batch_size}")
     started = time.time()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError("the prediction folder is a file", out)
     members = resolve_models(models)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)
     predictor = EnsemblePredictor(members, hflip=hflip, compile=compile)
-    probs_dir = out / "probs"
-    if probs_dir.exists():
-        shutil.rmtree(probs_dir)
-    probs_dir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_probs = out / ".probs.tmp"
+    if tmp_probs.exists():
+        shutil.rmtree(tmp_probs)
+    tmp_probs.mkdir()
     buf_ids: list[str] = []
     buf_probs: list[np.ndarray] = []
     buf_salt: list[np.ndarray] = []
@@ -206,34 +293,52 @@ def predict_folder(
         arrays = {"ids": np.array(buf_ids), "probs": np.concatenate(buf_probs)}
         if buf_salt:
             arrays["salt"] = np.concatenate(buf_salt)
-        with atomic_write(probs_dir / f"chunk-{n_chunks:05d}.npz", "wb") as f:
+        with atomic_write(tmp_probs / f"chunk-{n_chunks:05d}.npz", "wb") as f:
             np.savez(f, **arrays)
         n_chunks += 1
         buf_ids.clear(), buf_probs.clear(), buf_salt.clear()
 
-    with atomic_write(out / PRED_MASKS_FILE, newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "rle_mask"])
-        for chunk, imgs in _batches(ids, paths, batch_size):
-            if imgs.shape[1:] != (101, 101) and max(imgs.shape[1:]) > predictor.tile_size:
-                raise DataError(
-                    f"tiles are {imgs.shape[2]}x{imgs.shape[1]}, larger than the model input "
-                    f"{predictor.tile_size}; use `saltseg volume` for whole sections",
-                    paths[chunk[0]],
-                )
-            probs, salt = predictor(imgs)
-            masks = apply_postprocess(probs, pp, imgs, salt)
-            n_empty += int((~masks.reshape(len(masks), -1).any(axis=1)).sum())
-            for tile_id, m in zip(chunk, masks, strict=True):
-                w.writerow([tile_id, rle_encode(m)])
-            if save_probs:
-                buf_ids.extend(chunk)
-                buf_probs.append(np.round(probs * 255).astype(np.uint8))
-                if salt is not None:
-                    buf_salt.append(salt.astype(np.float32))
-                if len(buf_ids) >= CHUNK:
-                    flush()
-    flush()
+    try:
+        with atomic_write(out / PRED_MASKS_FILE, newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["id", "rle_mask"])
+            for chunk, imgs in _batches(ids, paths, batch_size):
+                h, wd = imgs.shape[1:]
+                if max(h, wd) > predictor.tile_size:
+                    raise DataError(
+                        f"tiles are {wd}x{h}, larger than the model input {predictor.tile_size}; "
+                        "use `saltseg volume` for whole sections",
+                        paths[chunk[0]],
+                    )
+                try:
+                    probs, salt = predictor(imgs)
+                except SaltsegError as exc:  # e.g. a tile too small for the model's padding
+                    raise DataError(
+                        f"cannot predict this {wd}x{h} tile: {exc.message}", paths[chunk[0]]
+                    ) from None
+                probs = np.nan_to_num(probs, nan=0.0)  # a diverged member gives NaN
+                masks = apply_postprocess(probs, pp, imgs, salt)
+                n_empty += int((~masks.reshape(len(masks), -1).any(axis=1)).sum())
+                for tile_id, m in zip(chunk, masks, strict=True):
+                    w.writerow([tile_id, rle_encode(m)])
+                if save_probs:
+                    buf_ids.extend(chunk)
+                    buf_probs.append(np.round(np.clip(probs, 0, 1) * 255).astype(np.uint8))
+                    if salt is not None:
+                        buf_salt.append(np.nan_to_num(salt, nan=0.0).astype(np.float32))
+                    if len(buf_ids) >= CHUNK:
+                        flush()
+            flush()
+    except BaseException:
+        shutil.rmtree(tmp_probs, ignore_errors=True)
+        raise
+    probs_dir = out / "probs"
+    if probs_dir.exists():
+        shutil.rmtree(probs_dir)
+    if save_probs:
+        tmp_probs.rename(probs_dir)
+    else:
+        shutil.rmtree(tmp_probs)
     if csv_path is not None:
         with atomic_write(csv_path, "w") as dst:
             dst.write((out / PRED_MASKS_FILE).read_text())
@@ -243,6 +348,7 @@ def predict_folder(
         "split": split,
         "n_tiles": len(ids),
         "n_empty": n_empty,
+        "n_chunks": n_chunks,
         "hflip_tta": hflip,
         "postprocess": pp.model_dump(),
         "seconds": round(time.time() - started, 2),

@@ -8,6 +8,7 @@ training config uses them with ``data.pseudo_labels: DIR``; they never enter a v
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -34,16 +35,17 @@ def select_pseudo_labels(
     low: float = 0.2,
     high: float = 0.8,
     seed: int = 0,
+    threshold: float = 0.5,
 ) -> np.ndarray:
     """Indices of tiles to pseudo-label: confident ones, capped per coverage class when ``balance``.
 
     The cap per class is the size of the median non-empty class, so that empty tiles (the easiest to be
-    confident about) do not swamp the set.
+    confident about) do not swamp the set. Coverage classes are those of the masks ``probs > threshold``.
     """
     keep = np.flatnonzero(confidence(probs, low, high) >= min_confidence)
     if not balance or keep.size == 0:
         return keep
-    classes = coverage_class(probs[keep] > 0.5)
+    classes = coverage_class(probs[keep] > threshold)
     counts = np.bincount(classes, minlength=len(COVERAGE_BINS))
     nonzero = counts[1:][counts[1:] > 0]
     cap = int(np.median(nonzero)) if nonzero.size else int(counts[0])
@@ -55,6 +57,14 @@ def select_pseudo_labels(
             idx = rng.choice(idx, cap, replace=False)
         chosen.append(idx)
     return np.sort(np.concatenate(chosen))
+
+
+def _prediction_threshold(pred_dir: Path) -> float:
+    """The pixel threshold the prediction folder's masks were made with (0.5 when unknown)."""
+    try:
+        return float(json.loads((pred_dir / "meta.json").read_text())["postprocess"]["threshold"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.5
 
 
 def write_pseudo_dataset(
@@ -71,9 +81,12 @@ def write_pseudo_dataset(
     labelled dataset whose ids must never be pseudo-labelled (defaults to ``images`` itself).
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError("output exists and is not a folder", out)
     if out.exists() and any(out.iterdir()):
         raise DataError("output folder exists and is not empty", out)
     pred = load_prediction_probs(pred_dir)
+    threshold = _prediction_threshold(Path(pred_dir))
     src = open_dataset(images)
     labelled = set(src.labelled_ids) | (set(open_dataset(exclude).labelled_ids) if exclude else set())
     usable = np.array([i not in labelled for i in pred["ids"]])
@@ -81,7 +94,7 @@ def write_pseudo_dataset(
     probs = pred["probs"][usable]
     if len(ids_all) == 0:
         raise DataError("no unlabelled tile among the predictions", pred_dir)
-    sel = select_pseudo_labels(probs, min_confidence, balance)
+    sel = select_pseudo_labels(probs, min_confidence, balance, threshold=threshold)
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -90,14 +103,17 @@ def write_pseudo_dataset(
     for k in sel:
         tile_id = str(ids_all[k])
         shutil.copyfile(src.image_path(tile_id), tmp / "images" / f"{tile_id}.png")
-        Image.fromarray(((probs[k] > 0.5) * 255).astype(np.uint8)).save(tmp / "masks" / f"{tile_id}.png")
-    classes = coverage_class(probs[sel] > 0.5) if len(sel) else np.array([], dtype=int)
+        Image.fromarray(((probs[k] > threshold) * 255).astype(np.uint8)).save(
+            tmp / "masks" / f"{tile_id}.png"
+        )
+    classes = coverage_class(probs[sel] > threshold) if len(sel) else np.array([], dtype=int)
     info = {
         "source": str(pred_dir),
         "candidates": len(ids_all),
         "selected": len(sel),
         "min_confidence": min_confidence,
         "balanced": balance,
+        "threshold": threshold,
         "per_coverage_class": {n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)},
     }
     write_json(tmp / "pseudo.json", info)

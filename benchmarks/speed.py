@@ -1,0 +1,157 @@
+"""Speed benchmark, in one run: training and inference images/s of saltseg's default path (bf16 autocast +
+channels_last, the CPU default config's model) against the plain smp fp32 eager loop on the same
+architecture and batch, reported as ratios; optionally the wall time and peak memory of a full
+18000-tile submission with flip TTA (``saltseg predict`` in a subprocess).
+
+Usage:
+    python benchmarks/speed.py --config configs/cpu_fast.yaml \
+        [--submission MODEL --data ../shared/data/tgs-salt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from saltseg.models import create_model
+from saltseg.training.config import load_config
+
+
+class PaddedSmp(torch.nn.Module):
+    """The plain smp U-Net on reflect-padded 101 -> 128 tiles, cropped back (the reference model)."""
+
+    def __init__(self, encoder: str, decoder_channels: list[int]) -> None:
+        super().__init__()
+        self.net = smp.Unet(
+            encoder, encoder_weights=None, in_channels=1, classes=1, decoder_channels=decoder_channels
+        )
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mask": self.net(F.pad(x, (13, 14, 13, 14), mode="reflect"))[..., 13:114, 13:114]}
+
+
+def train_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int) -> float:
+    x, y = torch.rand(batch, 1, 101, 101), (torch.rand(batch, 1, 101, 101) > 0.5).float()
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    model.train()
+    t0 = 0.0
+    for i in range(steps + 2):
+        if i == 2:
+            t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            out = model(x)["mask"]
+        loss = F.binary_cross_entropy_with_logits(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def infer_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, compile: bool = False) -> float:
+    x = torch.rand(batch, 1, 101, 101)
+    model.eval()
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    t0 = 0.0
+    for i in range(steps + 2):
+        if i == 2:
+            t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            model(x)
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def submission(models: list[str], data: Path, out: Path) -> dict:
+    """Time ``saltseg predict`` on the 18000 test tiles with flip TTA; peak RSS of the child process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "saltseg.cli",
+        "predict",
+        *models,
+        "--images",
+        str(data),
+        "--out",
+        str(out),
+        "--csv",
+        str(out / "submission.csv"),
+        "--batch-size",
+        "128",
+    ]
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    wall = time.time() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    check = subprocess.run(
+        [sys.executable, "-m", "saltseg.cli", "submission", "check", str(out / "submission.csv"), str(data)],
+        capture_output=True,
+        text=True,
+    )
+    return {
+        "command": " ".join(["saltseg", *cmd[3:]]),
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(peak_kb / 1024),
+        "submission_check": check.stdout.strip().splitlines()[-1] if check.stdout else check.stderr.strip(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=Path("configs/cpu_fast.yaml"))
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile inference")
+    ap.add_argument("--submission", nargs="*", help="MODEL(s) for the 18000-tile submission timing")
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/tgs-salt"))
+    args = ap.parse_args()
+    cfg = load_config(args.config)
+    torch.manual_seed(0)
+    ours = create_model(cfg.model)
+    ref = PaddedSmp(cfg.model.encoder, list(cfg.model.decoder_channels))
+    res: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "model": f"{cfg.model.arch} {cfg.model.encoder}",
+        "batch": args.batch,
+    }
+    res["train_ref_fp32"] = train_rate(ref, False, args.batch, args.steps)
+    res["train_saltseg"] = train_rate(ours, True, args.batch, args.steps)
+    res["infer_ref_fp32"] = infer_rate(ref, False, args.batch * 2, args.steps)
+    res["infer_saltseg"] = infer_rate(ours, True, args.batch * 2, args.steps)
+    if args.compile:
+        res["infer_saltseg_compiled"] = infer_rate(
+            create_model(cfg.model), True, args.batch * 2, args.steps, True
+        )
+    res["train_ratio"] = res["train_saltseg"] / res["train_ref_fp32"]
+    res["infer_ratio"] = res["infer_saltseg"] / res["infer_ref_fp32"]
+    for k, v in res.items():
+        print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}", flush=True)
+    if args.submission:
+        res["submission"] = submission(args.submission, args.data, Path("runs/bench_submission"))
+        print(json.dumps(res["submission"], indent=1))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+    Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
+    Path(f"benchmarks/results/speed-{stamp}.json").write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
