@@ -417,6 +417,11 @@ def test_bad_postprocess_arguments(
         capsys,
         "threshold",
     )
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["predict", str(run_a), "--images", str(data), "--out", str(tmp_path / "p"), "--batch-size", "0"]
+        )
+    assert exc.value.code == 2 and "at least 1" in capsys.readouterr().err
     pp = tmp_path / "pp.json"
     pp.write_text(json.dumps({"threshold": 0.4, "thresold": 0.3}))
     one_error(
@@ -644,6 +649,8 @@ def test_ensemble_cli_predict_and_tune(
         if how == "optimize":
             assert summary["oof_score"] >= max(cv) - 1e-9
     assert oof_scores["optimize"] >= oof_scores["equal"] - 1e-9
+    one_error(["ensemble", run_a, run_b, "--out", run_a], capsys, "not be a run folder")
+    assert not (run_a / "oof.npz").exists() and not (run_a / "ensemble.json").exists()
 
     ens = tmp_path / "ens_cv"
     oof = load_probs(ens / "oof.npz")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -190,44 +189,44 @@ def _one_line(message: str, limit: int = 300) -> str:
 
 
 class EnsemblePredictor:
-    """Weighted average of members' sigmoid probabilities (with flip TTA), batch by batch."""
+    """Weighted average of models' sigmoid probabilities (with flip TTA), batch by batch.
+
+    Build it from loaded models (``EnsemblePredictor(models, weights)``) or from checkpoint files
+    (:meth:`load`). Models without a pixel head (the empty/non-empty classifier) contribute only to the
+    image-level salt probability.
+    """
 
     def __init__(
         self,
-        members: list[Member],
-        device: str | None = None,
+        models: list[torch.nn.Module],
+        weights: list[float] | None = None,
+        device: str | torch.device | None = None,
         hflip: bool = True,
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.members = members
         self.models = []
-        sizes = []
-        for m in members:
-            try:
-                model = load_model(m.path).to(self.device)
-            except CheckpointError as exc:  # some messages quote a multi-line validation error
-                raise CheckpointError(_one_line(exc.message), m.path) from None
-            # a model that resizes its input takes any tile; otherwise tiles must fit its input square
-            sizes.append(math.inf if model.config.resize_to else int(model.config.input_size))
+        for model in models:
+            model = model.to(self.device).eval()
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            if compile:
-                model = torch.compile(model)
-            self.models.append(model)
-        self.weights = [m.weight for m in members]
+            self.models.append(torch.compile(model) if compile else model)
+        self.weights = weights or [1.0 / len(models)] * len(models)
         self.hflip, self.channels_last = hflip, channels_last
-        self.tile_size = min(sizes)  # the largest tile side every member takes
+        first = getattr(models[0], "config", None)
+        self.tile_size = first.input_size if first is not None else 128
+
+    @classmethod
+    def load(cls, members: list[Member], **kwargs: object) -> EnsemblePredictor:
+        """Load every member's checkpoint (safetensors) and weigh it."""
+        return cls([load_model(m.path) for m in members], [m.weight for m in members], **kwargs)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities (N,H,W) float32 and image-level salt probabilities (N,) or None.
-
-        Members without a pixel head (image-level classifiers) only vote on the salt probability; the
-        pixel probability is the weighted average of the segmentation members.
-        """
-        x = torch.from_numpy(images).to(self.device).float().div_(255)[:, None]
+        """Probabilities (N,H,W) float32 of uint8 tiles (N,H,W), and image-level salt probabilities
+        (or None)."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).float().div_(255)[:, None]
         acc = torch.zeros(x.shape[0], *x.shape[2:], device=self.device)
         salt = torch.zeros(x.shape[0], device=self.device)
         mask_w = salt_w = 0.0
@@ -235,17 +234,13 @@ class EnsemblePredictor:
             for w, model in zip(self.weights, self.models, strict=True):
                 out = predict_batch(model, x, hflip=self.hflip, channels_last=self.channels_last)
                 if "mask" in out:
-                    acc += w * out["mask"][:, 0].float()
+                    acc += w * out["mask"][:, 0]
                     mask_w += w
                 if "salt" in out:
-                    salt += w * out["salt"].float()
+                    salt += w * out["salt"]
                     salt_w += w
-        if not mask_w:
-            raise CheckpointError(
-                "no segmentation model among the members (image-level classifiers only)",
-                self.members[0].path,
-            )
-        return (acc / mask_w).cpu().numpy(), (salt / salt_w).cpu().numpy() if salt_w else None
+        probs = (acc / mask_w) if mask_w else acc
+        return probs.float().cpu().numpy(), (salt / salt_w).float().cpu().numpy() if salt_w else None
 
 
 def predict_folder(
@@ -275,7 +270,7 @@ def predict_folder(
     members = resolve_models(models)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)
-    predictor = EnsemblePredictor(members, hflip=hflip, compile=compile)
+    predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile)
     out.mkdir(parents=True, exist_ok=True)
     tmp_probs = out / ".probs.tmp"
     if tmp_probs.exists():

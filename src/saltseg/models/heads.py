@@ -34,7 +34,8 @@ class SegmentationHeads(nn.Module):
 
     With deep supervision (1st place / Heng CherKeng): a pixel branch (3x3 conv-BN-ReLU on the
     hypercolumn) gives ``mask_nonempty`` logits; an image branch (global average pooling of the
-    deepest features, linear + ReLU) gives the ``salt`` logit; the fused ``mask`` head (1x1 convolutions) mixes the
+    deepest features, linear + ReLU) gives the ``salt`` logit; the fused ``mask`` head (1x1
+    convolutions) mixes the
     pixel features with the image features broadcast over the image. Head layers are
     :func:`head_channels` wide.
 

@@ -33,7 +33,6 @@ from saltseg.augment import build_transforms
 from saltseg.checkpoints import average_weights, load_model, save_weights
 from saltseg.data.folds import load_folds, make_folds, save_folds
 from saltseg.errors import SaltsegError
-from saltseg.inference.tta import autocast_for, predict_batch
 from saltseg.metrics.kaggle import kaggle_scores
 from saltseg.models import create_model
 from saltseg.training.callbacks import (
@@ -237,28 +236,19 @@ def predict_tiles(
     channels_last: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Average probability of ``models`` on uint8 tiles (N,H,W): (N,H,W) float32 and salt probs or None."""
+    from saltseg.inference.predict import EnsemblePredictor
+
     device = next(models[0].parameters()).device
+    predictor = EnsemblePredictor(models, device=device, hflip=hflip, channels_last=channels_last)
     out = np.zeros(images.shape, dtype=np.float32)
-    salt = np.zeros(len(images), dtype=np.float32)
-    has_salt = False
-    for m in models:
-        m.eval()
-        if channels_last:
-            m.to(memory_format=torch.channels_last)
+    salt: np.ndarray | None = None
     for s in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[s : s + batch_size]).float().div_(255)[:, None].to(device)
-        acc = torch.zeros_like(x[:, 0])
-        sacc = torch.zeros(x.shape[0], device=device)
-        with autocast_for(device):
-            for m in models:
-                p = predict_batch(m, x, hflip=hflip, channels_last=channels_last)
-                acc += p["mask"][:, 0]
-                if "salt" in p:
-                    sacc += p["salt"]
-                    has_salt = True
-        out[s : s + batch_size] = (acc / len(models)).float().cpu().numpy()
-        salt[s : s + batch_size] = (sacc / len(models)).float().cpu().numpy()
-    return out, (salt if has_salt else None)
+        probs, salt_b = predictor(images[s : s + batch_size])
+        out[s : s + batch_size] = probs
+        if salt_b is not None:
+            salt = np.zeros(len(images), dtype=np.float32) if salt is None else salt
+            salt[s : s + batch_size] = salt_b
+    return out, salt
 
 
 def save_probs(
