@@ -356,11 +356,22 @@ def test_checkpoints_never_unpickle(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("prediction must not unpickle anything")
 
+    import saltseg.checkpoints as ckpt
+
+    loaded: list[str] = []
+    real_load_file = ckpt.load_file
+
+    def spy(path: str, *args: Any, **kwargs: Any) -> dict:
+        loaded.append(Path(path).name)
+        return real_load_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "load_file", spy)
     monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     meta = predict_folder([run_a], data, tmp_path / "ok")
     assert meta["n_tiles"] == 30
+    assert loaded == ["best.safetensors", "best.safetensors"]  # both folds, through safetensors
 
 
 def test_image_errors(tmp_path: Path, run_a: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -731,22 +742,33 @@ def test_pseudo_labels_end_to_end(
     labelled, test_ids = set(src.labelled_ids), set(src.test_ids)
     # predictions on every tile, labelled ones included: those must never become pseudo-labels
     pred = tmp_path / "pred_all"
-    assert main(["predict", str(run_a), "--images", str(data), "--out", str(pred), "--split", "all"]) == 0
+    args = ["predict", run_a, "--images", data, "--out", pred, "--split", "all", "--threshold", "0.4"]
+    assert main([str(a) for a in args]) == 0
     assert len(load_prediction_probs(pred)["ids"]) == 110
+    # a labelled dataset to exclude, holding 3 of the test ids
+    other = tmp_path / "other"
+    excluded = sorted(test_ids)[:3]
+    for i in excluded:
+        write_gray(other / "images" / f"{i}.png", np.zeros((101, 101)))
+        write_gray(other / "masks" / f"{i}.png", np.zeros((101, 101)))
     pseudo = tmp_path / "pseudo"
-    code, out, _ = cli(["pseudo", pred, "--images", data, "--out", pseudo, "--confidence", "0"], capsys)
+    code, out, _ = cli(
+        ["pseudo", pred, "--images", data, "--out", pseudo, "--confidence", "0", "--exclude", other], capsys
+    )
     assert code == 0 and "use it with: data.pseudo_labels=" in out
     info = json.loads((pseudo / "pseudo.json").read_text())
-    assert info["candidates"] == 30 and 0 < info["selected"] <= 30
+    assert info["candidates"] == 27 and 0 < info["selected"] <= 27
+    assert info["threshold"] == 0.4  # the prediction's threshold
     ps = open_dataset(pseudo)
     ids = set(ps.labelled_ids)
-    assert len(ids) == info["selected"] and ids <= test_ids and not ids & labelled
+    assert len(ids) == info["selected"] and ids <= test_ids - set(excluded) and not ids & labelled
     masks = load_masks([ps.mask_path(i) for i in sorted(ids)])
     probs = load_prediction_probs(pred)
     pos = {i: k for k, i in enumerate(probs["ids"])}
     for i, m in zip(sorted(ids), masks, strict=True):
-        np.testing.assert_array_equal(m, probs["probs"][pos[i]] > 0.5)
+        np.testing.assert_array_equal(m, probs["probs"][pos[i]] > 0.4)
     assert read_mask(ps.mask_path(sorted(ids)[0])).shape == (101, 101)
+    assert sum(info["per_coverage_class"].values()) == info["selected"]
 
     # a non-empty output folder is refused
     one_error(["pseudo", pred, "--images", data, "--out", pseudo], capsys, str(pseudo), "not empty")

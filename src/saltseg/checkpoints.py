@@ -58,8 +58,14 @@ def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise CheckpointError("not a saltseg checkpoint (no saltseg metadata)", path)
     try:
         config = ModelConfig.model_validate_json(meta["model_config"])
-    except (ValidationError, KeyError) as exc:
-        raise CheckpointError(f"the model config stored in the checkpoint is invalid ({exc})", path) from None
+    except KeyError:
+        raise CheckpointError("the checkpoint's metadata has no model config", path) from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "config"
+        raise CheckpointError(
+            f"the model config stored in the checkpoint is invalid ({where}: {err['msg']})", path
+        ) from None
     return config, json.loads(meta.get("info", "{}"))
 
 
@@ -75,7 +81,10 @@ def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0]
+        if len(first) > 200:
+            first = first[:197] + "..."
         raise CheckpointError(f"weights do not match the stored model config ({first})", path) from None
     model.info = info  # type: ignore[attr-defined]
     return model.eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -214,13 +215,24 @@ class EnsemblePredictor:
             self.models.append(torch.compile(model) if compile else model)
         self.weights = weights or [1.0 / len(models)] * len(models)
         self.hflip, self.channels_last = hflip, channels_last
-        first = getattr(models[0], "config", None)
-        self.tile_size = first.input_size if first is not None else 128
+        # the largest tile side every model takes: its input square, unless it resizes its input
+        sizes = [
+            math.inf if cfg.resize_to else int(cfg.input_size)
+            for cfg in (getattr(m, "config", None) for m in models)
+            if cfg is not None
+        ]
+        self.tile_size = min(sizes) if sizes else 128
 
     @classmethod
     def load(cls, members: list[Member], **kwargs: object) -> EnsemblePredictor:
         """Load every member's checkpoint (safetensors) and weigh it."""
-        return cls([load_model(m.path) for m in members], [m.weight for m in members], **kwargs)  # type: ignore[arg-type]
+        models = []
+        for m in members:
+            try:
+                models.append(load_model(m.path))
+            except CheckpointError as exc:  # some messages quote a multi-line validation error
+                raise CheckpointError(_one_line(exc.message), m.path) from None
+        return cls(models, [m.weight for m in members], **kwargs)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -34,59 +33,14 @@ __all__ = ["blend_window", "load_ensemble", "predict_large", "window_starts"]
 # --------------------------------------------------------------------------- model arguments
 
 
-def _fold_members(fold_dir: Path) -> list[Path]:
-    summary = fold_dir / "summary.json"
-    if summary.exists():
-        try:
-            members = json.loads(summary.read_text())["members"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"unreadable summary.json ({exc})", summary) from None
-        return [fold_dir / m for m in members]
-    if (fold_dir / "best.safetensors").exists():
-        return [fold_dir / "best.safetensors"]
-    return sorted((fold_dir / "snapshots").glob("*.safetensors"))
-
-
 def _resolve_checkpoints(paths: Sequence[str | Path]) -> list[tuple[Path, float]]:
-    """Expand MODEL arguments into ``(checkpoint, weight)`` pairs whose weights sum to 1.
+    """Expand MODEL arguments into ``(checkpoint, weight)`` pairs whose weights sum to 1
+    (the same rules as ``saltseg predict``: see :func:`saltseg.inference.predict.resolve_models`)."""
+    from saltseg.inference.predict import resolve_models
 
-    A ``.safetensors`` file is one model; a fold folder (``summary.json`` with ``members``) gives its
-    members; a run folder gives every fold's members, each fold weighing the same; an ensemble folder
-    (``ensemble.json``) gives its runs with their weights.
-    """
     if not paths:
         raise CheckpointError("no model given")
-    pairs: list[tuple[Path, float]] = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_file():
-            pairs.append((p, 1.0))
-        elif (p / "ensemble.json").is_file():
-            try:
-                entries = [
-                    (m["run"], float(m["weight"]))
-                    for m in json.loads((p / "ensemble.json").read_text())["members"]
-                ]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise CheckpointError(f"unreadable ensemble.json ({exc})", p / "ensemble.json") from None
-            for run, w in entries:
-                pairs += [(q, v * w) for q, v in _resolve_checkpoints([run])]
-        elif p.is_dir():
-            folds = [p] if (p / "summary.json").exists() else sorted(d for d in p.glob("fold*") if d.is_dir())
-            if not folds and p.name.startswith("fold"):
-                folds = [p]
-            per_fold = [m for m in (_fold_members(d) for d in folds) if m]
-            if not per_fold:
-                raise CheckpointError(
-                    "no trained model (expected a .safetensors file, summary.json or fold*/summary.json)",
-                    p,
-                )
-            for members in per_fold:
-                pairs += [(m, 1.0 / (len(per_fold) * len(members))) for m in members]
-        else:
-            raise CheckpointError("model not found", p)
-    total = sum(w for _, w in pairs)
-    return [(q, w / total) for q, w in pairs]
+    return [(m.path, m.weight) for m in resolve_models(list(paths))]
 
 
 def load_ensemble(
