@@ -19,8 +19,8 @@ DEMO_CONFIG = {
         "arch": "unet",
         "encoder": "resnet18",
         "decoder_channels": [128, 64, 32, 16, 16],
-        "attention": "scse",
-        "hypercolumn": True,
+        "attention": None,
+        "hypercolumn": False,
     },
     "augment": {"hflip": 0.5},
     "stages": [
