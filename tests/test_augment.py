@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import pydantic
@@ -16,15 +15,6 @@ from saltseg.augment import AugmentConfig, build_transforms
 GEOMETRIC = ("hflip", "vflip", "shift_scale", "rotate", "shear", "random_crop")
 PHOTOMETRIC = ("brightness", "contrast", "gamma", "invert", "cutout")
 NONE = {"hflip": 0.0}  # every other probability already defaults to 0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Run as DataLoader workers do (one thread): tiny ops are far slower multi-threaded on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_mask(height: int = 101, width: int = 101) -> torch.Tensor:

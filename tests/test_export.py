@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,6 @@ from saltseg.errors import CheckpointError
 from saltseg.inference.export import EnsembleProbabilities, export_onnx
 from saltseg.inference.tta import predict_batch
 from saltseg.models import ModelConfig, create_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(seed: int, **overrides) -> torch.nn.Module:

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +67,6 @@ def tiny_config(**changes: Any) -> dict:
     return cfg
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("infer")
@@ -87,13 +78,13 @@ def data(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_a(root: Path, data: Path, _one_thread: None) -> Path:
+def run_a(root: Path, data: Path, _one_torch_thread: None) -> Path:
     train_run(parse_config(tiny_config()), data, root / "run_a", progress=False)
     return root / "run_a"
 
 
 @pytest.fixture(scope="module")
-def run_b(root: Path, data: Path, _one_thread: None) -> Path:
+def run_b(root: Path, data: Path, _one_torch_thread: None) -> Path:
     """A second run, with an image-level salt head (deep supervision) and another seed."""
     cfg = tiny_config(
         seed=1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,6 @@ from saltseg.models.vanilla import decreasing_dropout_schedule
 
 BUILTIN = ["classifier", "dilated_unet", "gcn_gau", "unet", "vanilla_unet"]
 SEGMENTATION = ["dilated_unet", "gcn_gau", "unet", "vanilla_unet"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and OpenMP threads stall on a shared, busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(arch: str, **overrides: Any) -> ModelConfig:

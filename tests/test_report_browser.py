@@ -18,45 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import FIGURES
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)"
 )
 
-TINY = """\
-name: tiny
-model: {arch: vanilla_unet, base_channels: 8, depth: 3, attention: null, hypercolumn: false}
-data: {folds: 3}
-stages:
-  - {name: warm, epochs: 1, loss: {name: bce_dice}, optimizer: {name: adam, lr: 0.003}}
-  - {name: lovasz, epochs: 2, loss: {name: lovasz}, optimizer: {name: adam, lr: 0.001},
-     schedule: {name: cosine_restarts, cycles: 2}, snapshots: true}
-train: {batch_size: 16}
-"""
-FIGURES = ("fig-learning-curves", "fig-breakdown", "fig-threshold", "fig-gallery-worst", "fig-gallery-best")
 # the browser's own background requests (time sync, account check), not the page's
 _BROWSER_HOSTS = re.compile(r"^https?://([a-z0-9-]+\.)*(google\.com|gstatic\.com|googleapis\.com)(/|$)")
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished one-fold run of a tiny model on 90 synthetic tiles (about 10 s)."""
-    import torch
-
-    from saltseg.data.synth import write_kaggle_layout
-    from saltseg.training.config import load_config
-    from saltseg.training.train import train_run
-
-    root = tmp_path_factory.mktemp("browser")
-    data = write_kaggle_layout(root / "data", n_train=90, n_test=4, seed=5)
-    (root / "tiny.yaml").write_text(TINY)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is faster on shared cores (no oversubscription)
-    try:
-        train_run(load_config(root / "tiny.yaml"), data, root / "run", folds_to_run=[0], progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return root / "run"
 
 
 def _chromium(page: Path, work: Path, screenshot: Path | None = None) -> tuple[str, str, list[str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,6 @@ from saltseg.volume import read_volume, segment_segy, to_uint8
 from saltseg.volume.segy import open_segy, sample_format
 
 ILINES, XLINES, NS = [10, 11, 12], [20, 21, 22, 23], 120
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +77,6 @@ def write_config(folder: Path, name: str, cfg: dict) -> Path:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_kaggle_layout(tmp_path_factory.mktemp("synth") / "data", n_train=64, n_test=8, seed=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models train fastest on one thread, and do not fight other processes for the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train(config: Path, data: Path, out: Path, *extra: str) -> int:
