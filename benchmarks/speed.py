@@ -79,8 +79,8 @@ def infer_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, compi
     return batch * steps / (time.perf_counter() - t0)
 
 
-def submission(models: list[str], data: Path, out: Path) -> dict:
-    """Time ``saltseg predict`` on the 18000 test tiles with flip TTA; peak RSS of the child process."""
+def run_predict(models: list[str], data: Path, out: str | Path, *extra: str) -> tuple[list[str], float]:
+    """Run ``saltseg predict`` (batch 128) in a subprocess; its command line and wall seconds."""
     cmd = [
         sys.executable,
         "-m",
@@ -91,14 +91,18 @@ def submission(models: list[str], data: Path, out: Path) -> dict:
         str(data),
         "--out",
         str(out),
-        "--csv",
-        str(out / "submission.csv"),
         "--batch-size",
         "128",
+        *extra,
     ]
     t0 = time.time()
-    subprocess.run(cmd, check=True)
-    wall = time.time() - t0
+    subprocess.run(cmd, check=True, capture_output=True)
+    return cmd, time.time() - t0
+
+
+def submission(models: list[str], data: Path, out: Path) -> dict:
+    """Time ``saltseg predict`` on the 18000 test tiles with flip TTA; peak RSS of the child process."""
+    cmd, wall = run_predict(models, data, out, "--csv", str(out / "submission.csv"))
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     check = subprocess.run(
         [sys.executable, "-m", "saltseg.cli", "submission", "check", str(out / "submission.csv"), str(data)],
@@ -117,27 +121,17 @@ def predict_throughput(models: list[str], data: Path) -> dict:
     """Tiles/s of ``saltseg predict`` on the 3199 labelled tiles, with and without flip TTA."""
     out = {}
     for tta in (True, False):
-        cmd = [
-            sys.executable,
-            "-m",
-            "saltseg.cli",
-            "predict",
-            *models,
-            "--images",
-            str(data),
+        name = "tta" if tta else "no_tta"
+        _, wall = run_predict(
+            models,
+            data,
+            f"runs/bench_throughput_{name}",
             "--split",
             "train",
-            "--out",
-            f"runs/bench_throughput_{'tta' if tta else 'notta'}",
             "--no-probs",
-            "--batch-size",
-            "128",
-        ]
-        if not tta:
-            cmd.append("--no-tta")
-        t0 = time.time()
-        subprocess.run(cmd, check=True, capture_output=True)
-        out["tiles_per_s_" + ("tta" if tta else "no_tta")] = round(3199 / (time.time() - t0), 1)
+            *([] if tta else ["--no-tta"]),
+        )
+        out[f"tiles_per_s_{name}"] = round(3199 / wall, 1)
     return out
 
 
