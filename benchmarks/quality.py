@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from saltseg.data.folds import make_folds
 from saltseg.inference.tune import tune_run
 from saltseg.metrics.kaggle import kaggle_scores
+from saltseg.training.budget import fit_epochs_to_budget
 from saltseg.training.config import load_config
 from saltseg.training.data import LabelledTiles
 from saltseg.training.train import train_run
@@ -99,79 +100,13 @@ def run_reference(tiles: LabelledTiles, minutes: float, seed: int = 0) -> dict:
     }
 
 
-def calibrate_epochs(
-    cfg_path: Path, data: Path, minutes: float, overrides: list[str]
-) -> tuple[list[str], dict]:
-    """Scale the config's stage epochs so that the whole schedule fits the budget."""
-    from saltseg.training.data import SaltDataModule  # noqa: F401  (warm imports)
-    from saltseg.training.module import SaltModule
-    from saltseg.training.train import prepare_fold_split
-
-    cfg = load_config(cfg_path, overrides)
-    tiles = LabelledTiles.load(data)
-    model, tr, va = prepare_fold_split(cfg, tiles, 0)
-    module = SaltModule(model, cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    bs = cfg.train.batch_size
-    x = torch.from_numpy(tiles.images[tr[:bs]]).float().div(255)[:, None]
-    y = torch.from_numpy(tiles.masks[tr[:bs]]).float()[:, None]
-    times = []
-    for _ in range(6):
-        t0 = time.time()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(x.contiguous(memory_format=torch.channels_last))
-        loss = module.loss_fn(out, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.time() - t0)
-    step = float(np.median(times[2:]))
-    model.eval()
-    t0 = time.time()
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        for _ in range(2):
-            model(torch.from_numpy(tiles.images[va[:64]]).float().div(255)[:, None])
-    infer = (time.time() - t0) / 128
-    from saltseg.augment import build_transforms
-
-    aug = build_transforms(cfg.augment)
-    t0 = time.time()
-    for i in range(64):
-        aug(x[i % bs], y[i % bs])
-    aug_s = (time.time() - t0) / 64
-    # Lightning's loop, logging and checkpoints add about 10% to the bare step (measured on this machine)
-    epoch_s = (len(tr) // bs) * (step + bs * aug_s) * 1.1 + len(va) * infer * (2 if cfg.train.val_tta else 1)
-    total = sum(s.epochs for s in cfg.stages)
-    fit = max(int(minutes * 60 * 0.93 / epoch_s), len(cfg.stages))
-    scale = fit / total
-    new = [max(1, round(s.epochs * scale)) for s in cfg.stages]
-    info = {
-        "step_s": round(step, 3),
-        "augment_s_per_tile": round(aug_s, 4),
-        "epoch_s": round(epoch_s, 1),
-        "epochs": new,
-    }
-    print(
-        f"calibration: {step:.3f} s/step, {aug_s * 1000:.1f} ms/tile augmentation, ~{epoch_s:.0f} s/epoch "
-        f"-> stage epochs {new}",
-        flush=True,
-    )
-    return [f"stages.{i}.epochs={e}" for i, e in enumerate(new)], info
-
-
 def run_saltseg(cfg_path: Path, data: Path, out: Path, minutes: float, overrides: list[str]) -> dict:
-    epoch_over, calib = calibrate_epochs(cfg_path, data, minutes, overrides)
-    cfg = load_config(
-        cfg_path,
-        [
-            *overrides,
-            *epoch_over,
-            f"train.max_minutes={minutes}",
-            "data.folds=5",
-            "data.stratify=depth",
-            "data.fold_seed=0",
-        ],
-    )
+    cfg = load_config(cfg_path, [*overrides, "data.folds=5", "data.stratify=depth", "data.fold_seed=0"])
+    tiles = LabelledTiles.load(data)
+    tr, va = fold0_split(tiles)
+    cfg, fit = fit_epochs_to_budget(cfg, tiles, minutes, len(tr), len(va))
+    calib = fit.as_dict()
+    print(f"calibration: {calib} -> stage epochs {fit.epochs}", flush=True)
     t0 = time.time()
     summary = train_run(cfg, data, out, folds_to_run=[0], progress=False)
     train_min = (time.time() - t0) / 60
@@ -192,6 +127,7 @@ def run_saltseg(cfg_path: Path, data: Path, out: Path, minutes: float, overrides
             curve.append({"epoch": k, "minutes": round(k * per_epoch, 2), "score": float(r["val_score"])})
     return {
         "recipe": f"saltseg {cfg_path}",
+        "overrides": overrides,
         "config": cfg.name,
         "epochs": total_epochs,
         "calibration": calib,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from saltseg.cli import command
+from saltseg.errors import SaltsegError
 
 
 def _accept_overrides_anywhere(p: argparse.ArgumentParser) -> None:
@@ -134,6 +135,68 @@ def _lr_find(p: argparse.ArgumentParser):
             print(f"no suggested lr (too few steps for a suggestion; try more --steps)  (plot: {plot})")
         else:
             print(f"suggested lr: {lr:.3g}  (plot: {plot})")
+        return 0
+
+    return run
+
+
+@command(
+    "pipeline",
+    "The whole pipeline: train every fold (optionally fitted to a time budget), tune post-processing on "
+    "the out-of-fold predictions, write the report, and predict the test tiles into a submission.",
+    "saltseg pipeline configs/cpu_fast.yaml --data ../shared/data/tgs-salt --out runs/full --minutes 150 "
+    "--test ../shared/data/tgs-salt",
+)
+def _pipeline(p: argparse.ArgumentParser):
+    p.add_argument("config", type=Path)
+    _add_common(p)
+    p.add_argument("--out", type=Path, required=True, help="pipeline folder")
+    p.add_argument(
+        "--minutes", type=float, help="training budget: each fold's epochs are scaled to fit its share"
+    )
+    p.add_argument("--test", type=Path, help="unlabelled tiles to predict into OUT/submission.csv")
+    p.add_argument(
+        "--pseudo-round", action="store_true", help="a second round with pseudo-labelled test tiles"
+    )
+    p.add_argument("--confidence", type=float, default=0.97, help="pseudo-label confidence (default 0.97)")
+    p.add_argument("--resume", action="store_true", help="continue a killed pipeline")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.pipeline import run_pipeline
+        from saltseg.training.config import load_config
+
+        if args.minutes is not None and args.minutes <= 0:
+            raise SaltsegError(f"--minutes must be positive, got {args.minutes}")
+        cfg = load_config(args.config, args.overrides)
+        r = run_pipeline(
+            cfg,
+            args.data,
+            args.out,
+            minutes=args.minutes,
+            test_images=args.test,
+            pseudo_round=args.pseudo_round,
+            pseudo_confidence=args.confidence,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+        for name in ("round1", "round2"):
+            if name not in r:
+                continue
+            rd = r[name]
+            for f in rd["folds"]:
+                print(
+                    f"{name} fold {f['fold']}: {f['status']}, oof {_fmt(f['oof_score'])} ({f['minutes']} min)"
+                )
+            for step in rd["tuning"]:
+                print(f"{name} {step['step']:<36} oof {step['oof_score']:.4f}")
+        if "submission" in r:
+            s = r["submission"]
+            print(f"submission: {s['csv']} ({s['tiles']} tiles, {s['members']} models, {s['seconds']} s)")
+        print(
+            f"out-of-fold score {r['oof_score']:.4f} over {r['n_oof']} tiles in {r['minutes']} min "
+            f"-> {args.out}"
+        )
         return 0
 
     return run

@@ -1,0 +1,166 @@
+"""The whole competition pipeline in one call: K folds -> OOF tuning -> report -> test submission.
+
+Optionally with a wall-clock budget (each fold's epochs fitted to its share, see
+:mod:`saltseg.training.budget`) and one pseudo-label round (confident test predictions of the first
+round's fold ensemble are added to a second round's training folds, never to its validation folds).
+Every step writes into the run folder, and ``resume=True`` continues a killed pipeline where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from saltseg.errors import DataError
+from saltseg.training.config import ExperimentConfig, dump_config, load_config
+from saltseg.utils.io import atomic_write, write_json
+
+#: Minutes kept back from a budget for each fold's OOF prediction and for tuning and the report.
+RESERVE_PER_FOLD = 0.4
+RESERVE_FIXED = 1.5
+PIPELINE_FILE = "pipeline.json"
+
+
+def _fit_budget(cfg: ExperimentConfig, data_dir: Path, minutes: float) -> tuple[ExperimentConfig, dict]:
+    from saltseg.training.budget import fit_epochs_to_budget
+    from saltseg.training.data import LabelledTiles
+
+    per_fold = (minutes - RESERVE_FIXED) / cfg.data.folds - RESERVE_PER_FOLD
+    if per_fold < 0.5:
+        raise DataError(
+            f"a {minutes}-minute budget leaves {per_fold:.2f} min per fold for {cfg.data.folds} folds; "
+            "give more --minutes or fewer folds (data.folds=...)"
+        )
+    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
+    n = len(tiles.ids)
+    n_val = n // cfg.data.folds
+    fitted, fit = fit_epochs_to_budget(cfg, tiles, per_fold, n - n_val, n_val)
+    return fitted, {"minutes": minutes, "per_fold_minutes": round(per_fold, 2), **fit.as_dict()}
+
+
+def _round(cfg: ExperimentConfig, data_dir: Path, out: Path, resume: bool, progress: bool, log: dict) -> dict:
+    """Train every fold of ``cfg`` into ``out``, tune on the OOF predictions and write the report."""
+    from saltseg.diagnostics.report import write_report
+    from saltseg.inference.tune import tune_run
+    from saltseg.training.train import train_run
+
+    t0 = time.time()
+    resume = resume and (out / "config.yaml").exists()
+    summary = train_run(cfg, data_dir, out, resume=resume, progress=progress)
+    log["train_minutes"] = round((time.time() - t0) / 60, 2)
+    t0 = time.time()
+    pp, steps = tune_run(out)
+    log["tune_minutes"] = round((time.time() - t0) / 60, 2)
+    t0 = time.time()
+    write_report([out], out / "report.html")
+    log["report_minutes"] = round((time.time() - t0) / 60, 2)
+    log.update(
+        {
+            "run": str(out),
+            "folds": [
+                {k: f.get(k) for k in ("fold", "status", "epochs", "minutes", "best_val_score", "oof_score")}
+                for f in summary["folds"]
+            ],
+            "n_oof": summary.get("n_oof"),
+            "oof_score_thr05": summary.get("oof_score"),
+            "oof_score_tuned": steps[-1][1],
+            "tuning": [{"step": s, "oof_score": v} for s, v in steps],
+            "postprocess": pp.model_dump(),
+        }
+    )
+    return log
+
+
+def run_pipeline(
+    cfg: ExperimentConfig,
+    data_dir: str | Path,
+    out: str | Path,
+    minutes: float | None = None,
+    test_images: str | Path | None = None,
+    pseudo_round: bool = False,
+    pseudo_confidence: float = 0.97,
+    resume: bool = False,
+    progress: bool = True,
+    predict_batch_size: int = 128,
+) -> dict:
+    """Run the pipeline into ``out``; returns (and writes to ``out/pipeline.json``) what each step gave.
+
+    ``minutes`` budgets the training rounds (split evenly between rounds when ``pseudo_round``); test
+    prediction is timed but not budgeted. ``pseudo_round`` needs ``test_images``.
+    """
+    from saltseg.inference.predict import predict_folder
+
+    data_dir, out = Path(data_dir), Path(out)
+    if pseudo_round and test_images is None:
+        raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
+    started = time.time()
+    state_file, cfg_file = out / PIPELINE_FILE, out / "config.yaml"
+    if resume and state_file.exists() and cfg_file.exists():
+        result = json.loads(state_file.read_text())
+        cfg = load_config(cfg_file)  # the budget-fitted config of the first start
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise DataError("pipeline folder exists and is not empty; use --resume or another --out", out)
+        result = {"config": cfg.name, "data": str(data_dir.resolve()), "minutes": 0.0}
+        if minutes is not None:
+            rounds = 2 if pseudo_round else 1
+            cfg, budget = _fit_budget(cfg, data_dir, minutes / rounds)
+            result["budget"] = budget
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(cfg_file) as f:
+            f.write(dump_config(cfg))
+    earlier = float(result.get("minutes", 0.0))
+
+    def save() -> None:
+        result["minutes"] = round(earlier + (time.time() - started) / 60, 2)
+        write_json(state_file, result)
+
+    save()
+    r1 = result.setdefault("round1", {})
+    if "oof_score_tuned" not in r1:
+        _round(cfg, data_dir, out / "round1", resume, progress, r1)
+        save()
+    final_run = out / "round1"
+    if test_images is not None:
+        if pseudo_round:
+            pred1 = out / "round1" / "test_pred"
+            if "test_round1" not in result:
+                meta = predict_folder([out / "round1"], test_images, pred1, batch_size=predict_batch_size)
+                result["test_round1"] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
+                save()
+            pseudo_dir = out / "pseudo"
+            if "pseudo" not in result:
+                from saltseg.inference.pseudo import write_pseudo_dataset
+
+                result["pseudo"] = write_pseudo_dataset(
+                    pred1, test_images, pseudo_dir, pseudo_confidence, exclude=data_dir
+                )
+                save()
+            r2 = result.setdefault("round2", {})
+            if "oof_score_tuned" not in r2:
+                cfg2 = cfg.model_copy(deep=True)
+                if result["pseudo"]["selected"]:
+                    cfg2.data.pseudo_labels = str(pseudo_dir)
+                _round(cfg2, data_dir, out / "round2", resume, progress, r2)
+                save()
+            if r2["oof_score_tuned"] >= r1["oof_score_tuned"]:
+                final_run = out / "round2"
+        result["final_run"] = str(final_run)
+        csv_path = out / "submission.csv"
+        meta = predict_folder(
+            [final_run], test_images, out / "test_pred", csv_path=csv_path, batch_size=predict_batch_size
+        )
+        result["submission"] = {
+            "csv": str(csv_path),
+            "tiles": meta["n_tiles"],
+            "members": len(meta["models"]),
+            "seconds": meta["seconds"],
+        }
+    else:
+        result["final_run"] = str(final_run)
+    best = max((result[k] for k in ("round1", "round2") if k in result), key=lambda r: r["oof_score_tuned"])
+    result["oof_score"] = best["oof_score_tuned"]
+    result["n_oof"] = best["n_oof"]
+    save()
+    return result

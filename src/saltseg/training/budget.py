@@ -1,0 +1,120 @@
+"""Fit a config's schedule to a wall-clock budget: time a few training steps, scale the stage epochs.
+
+A cosine or restart schedule cut short by a time limit ends at a high learning rate; scaling the epochs
+instead keeps every stage's schedule whole. ``train.max_minutes`` stays on as a safety cap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from saltseg.training.config import ExperimentConfig
+from saltseg.training.data import LabelledTiles
+
+#: Lightning's loop, logging and checkpoints add about this much to the bare step (measured on 2 CPU cores).
+LOOP_OVERHEAD = 1.1
+#: Share of the budget the epochs are planned to fill; the rest absorbs timing noise.
+FILL = 0.93
+
+
+@dataclass
+class BudgetFit:
+    """What the calibration measured and the stage epochs it chose."""
+
+    step_s: list[float]  # one training step of each stage (its loss)
+    augment_s_per_tile: float
+    epoch_s: list[float]  # one epoch of each stage: training + validation
+    epochs: list[int]
+
+    def as_dict(self) -> dict:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def measure_epoch_seconds(
+    cfg: ExperimentConfig, tiles: LabelledTiles, n_train: int, n_val: int, steps: int = 5
+) -> BudgetFit:
+    """Time ``cfg``'s model: seconds per training step with each stage's loss, per augmented tile and
+    per epoch (training + validation with ``val_tta``), on the device and precision training will use."""
+    from saltseg.augment import build_transforms
+    from saltseg.losses import create_loss
+    from saltseg.models import create_model
+    from saltseg.training.train import eval_device, resolve_precision
+
+    device = eval_device(cfg)
+    amp = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision(cfg))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model = create_model(cfg.model).to(device)
+    bs = cfg.train.batch_size
+    idx = np.arange(min(bs, len(tiles.ids)))
+    x = torch.from_numpy(tiles.images[idx]).float().div(255)[:, None]
+    y = torch.from_numpy(tiles.masks[idx]).float()[:, None]
+    xd, yd = x.to(device), y.to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        xd = xd.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    step_s: list[float] = []
+    cache: dict[str, float] = {}
+    model.train()
+    for stage in cfg.stages:
+        key = stage.loss.model_dump_json()
+        if key not in cache:
+            loss_fn = create_loss(stage.loss)
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                with autocast:
+                    out = model(xd)
+                loss = loss_fn(out, yd)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sync()
+                times.append(time.perf_counter() - t0)
+            cache[key] = float(np.median(times[2:]))
+        step_s.append(cache[key])
+    model.eval()
+    with torch.no_grad(), autocast:
+        model(xd)
+        sync()
+        t0 = time.perf_counter()
+        model(xd)
+        sync()
+    infer = (time.perf_counter() - t0) / len(idx)
+    aug = build_transforms(cfg.augment)
+    t0 = time.perf_counter()
+    for i in range(64):
+        aug(x[i % len(idx)], y[i % len(idx)])
+    aug_s = (time.perf_counter() - t0) / 64
+    val_s = n_val * infer * (2 if cfg.train.val_tta else 1)
+    epoch_s = [(n_train // bs) * (s + bs * aug_s) * LOOP_OVERHEAD + val_s for s in step_s]
+    return BudgetFit(
+        [round(s, 3) for s in step_s],
+        round(aug_s, 4),
+        [round(e, 1) for e in epoch_s],
+        [s.epochs for s in cfg.stages],
+    )
+
+
+def fit_epochs_to_budget(
+    cfg: ExperimentConfig, tiles: LabelledTiles, minutes: float, n_train: int, n_val: int
+) -> tuple[ExperimentConfig, BudgetFit]:
+    """A copy of ``cfg`` whose stage epochs, scaled in proportion, fill ``minutes`` of one fold's training.
+
+    ``train.max_minutes`` is set to ``minutes`` as a hard cap; every stage keeps at least one epoch.
+    """
+    fit = measure_epoch_seconds(cfg, tiles, n_train, n_val)
+    planned = sum(e * s for e, s in zip(fit.epochs, fit.epoch_s, strict=True))
+    scale = minutes * 60 * FILL / planned
+    fit.epochs = [max(1, round(e * scale)) for e in fit.epochs]
+    out = cfg.model_copy(deep=True)
+    for stage, epochs in zip(out.stages, fit.epochs, strict=True):
+        stage.epochs = epochs
+    out.train.max_minutes = minutes
+    return out, fit

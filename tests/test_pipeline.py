@@ -1,0 +1,118 @@
+"""The one-command pipeline (folds -> OOF tuning -> report -> submission) and the budget fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from saltseg.cli import main
+from saltseg.data.rle import rle_decode
+from saltseg.errors import DataError
+from saltseg.training.config import load_config
+
+PIPE = """\
+name: pipe
+model: {arch: vanilla_unet, base_channels: 4, depth: 2, attention: null, hypercolumn: false}
+data: {folds: 2}
+stages:
+  - {name: warm, epochs: 1, loss: {name: bce_dice}, optimizer: {name: adam, lr: 0.003}}
+  - {name: lovasz, epochs: 1, loss: {name: lovasz}, optimizer: {name: adam, lr: 0.001}}
+train: {batch_size: 16, val_tta: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def pipe_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from saltseg.data.synth import write_kaggle_layout
+
+    root = tmp_path_factory.mktemp("pipe")
+    data = write_kaggle_layout(root / "data", n_train=40, n_test=6, seed=5)
+    cfg = root / "pipe.yaml"
+    cfg.write_text(PIPE)
+    return data, cfg
+
+
+def test_pipeline_command_scores_every_labelled_tile_and_writes_a_submission(
+    pipe_data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, cfg = pipe_data
+    out = tmp_path / "full"
+    code = main(
+        ["pipeline", str(cfg), "--data", str(data), "--out", str(out), "--test", str(data), "--no-progress"]
+    )
+    assert code == 0
+    r = json.loads((out / "pipeline.json").read_text())
+    assert r["n_oof"] == 40  # every labelled tile, each predicted by the fold that did not train on it
+    assert [f["fold"] for f in r["round1"]["folds"]] == [0, 1]
+    assert r["oof_score"] == r["round1"]["oof_score_tuned"] >= r["round1"]["oof_score_thr05"]
+    assert (out / "round1" / "report.html").stat().st_size > 1000
+    assert (out / "round1" / "postprocess.json").exists()
+    lines = (out / "submission.csv").read_text().splitlines()
+    assert lines[0] == "id,rle_mask" and len(lines) == 7
+    for line in lines[1:]:
+        rle_decode(line.split(",", 1)[1], (101, 101))
+    assert r["submission"]["members"] >= 2  # both folds' models
+    assert "out-of-fold score" in capsys.readouterr().out
+
+
+def test_pipeline_resume_skips_finished_steps(pipe_data: tuple[Path, Path], tmp_path: Path) -> None:
+    from saltseg.pipeline import run_pipeline
+
+    data, cfg_path = pipe_data
+    out = tmp_path / "p"
+    first = run_pipeline(load_config(cfg_path), data, out, progress=False)
+    stamp = (out / "round1" / "fold0" / "summary.json").stat().st_mtime_ns
+    again = run_pipeline(load_config(cfg_path), data, out, resume=True, progress=False)
+    assert again["oof_score"] == first["oof_score"]
+    assert (out / "round1" / "fold0" / "summary.json").stat().st_mtime_ns == stamp  # not retrained
+    with pytest.raises(DataError, match="not empty"):
+        run_pipeline(load_config(cfg_path), data, out, progress=False)
+
+
+def test_pipeline_pseudo_round_trains_a_second_round(pipe_data: tuple[Path, Path], tmp_path: Path) -> None:
+    from saltseg.pipeline import run_pipeline
+
+    data, cfg_path = pipe_data
+    out = tmp_path / "ps"
+    r = run_pipeline(
+        load_config(cfg_path),
+        data,
+        out,
+        test_images=data,
+        pseudo_round=True,
+        pseudo_confidence=0.0,
+        progress=False,
+    )
+    assert r["pseudo"]["selected"] > 0
+    assert r["round2"]["n_oof"] == 40  # pseudo tiles never enter the out-of-fold score
+    assert load_config(out / "round2" / "config.yaml").data.pseudo_labels == str(out / "pseudo")
+    assert r["final_run"] in (str(out / "round1"), str(out / "round2"))
+    with pytest.raises(DataError, match="pseudo-label round needs"):
+        run_pipeline(load_config(cfg_path), data, tmp_path / "x", pseudo_round=True)
+
+
+def test_budget_fit_scales_stage_epochs_to_the_minutes(pipe_data: tuple[Path, Path]) -> None:
+    from saltseg.training.budget import fit_epochs_to_budget
+    from saltseg.training.data import LabelledTiles
+
+    data, cfg_path = pipe_data
+    cfg = load_config(cfg_path)
+    tiles = LabelledTiles.load(data)
+    short, fit_short = fit_epochs_to_budget(cfg, tiles, 0.05, 20, 20)
+    long, fit_long = fit_epochs_to_budget(cfg, tiles, 5.0, 20, 20)
+    assert sum(fit_long.epochs) > sum(fit_short.epochs) >= 2  # every stage keeps an epoch
+    assert [s.epochs for s in long.stages] == fit_long.epochs
+    assert long.train.max_minutes == 5.0
+    assert [s.epochs for s in cfg.stages] == [1, 1]  # the input config is untouched
+    assert len(fit_long.step_s) == 2 and all(s > 0 for s in fit_long.step_s)
+
+
+def test_pipeline_budget_too_small_is_one_clear_error(
+    pipe_data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, cfg = pipe_data
+    code = main(["pipeline", str(cfg), "--data", str(data), "--out", str(tmp_path / "o"), "--minutes", "1"])
+    assert code == 2
+    assert "per fold" in capsys.readouterr().err
