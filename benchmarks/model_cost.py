@@ -16,9 +16,21 @@ from speed import infer_rate, train_rate
 
 from saltseg.models import ModelConfig, create_model
 
+HALF = [128, 64, 32, 16, 8]
 PLAIN = {"arch": "unet", "attention": None, "hypercolumn": False, "deep_supervision": False}
 VARIANTS = {
-    "resnet18 plain": {"encoder": "resnet18"},
+    "resnet18 plain (decoder 256-128-64-32-16)": {"encoder": "resnet18"},
+    "resnet18, half decoder (128-64-32-16-8)": {"encoder": "resnet18", "decoder_channels": HALF},
+    "resnet18, quarter decoder (64-32-16-8-4)": {
+        "encoder": "resnet18",
+        "decoder_channels": [64, 32, 16, 8, 4],
+    },
+    "resnet34, half decoder": {"encoder": "resnet34", "decoder_channels": HALF},
+    "resnet18, half decoder + deep supervision": {
+        "encoder": "resnet18",
+        "decoder_channels": HALF,
+        "deep_supervision": True,
+    },
     "resnet18 + scSE": {"encoder": "resnet18", "attention": "scse"},
     "resnet18 + hypercolumn": {"encoder": "resnet18", "hypercolumn": True},
     "resnet18 + deep supervision": {"encoder": "resnet18", "deep_supervision": True},

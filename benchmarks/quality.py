@@ -142,6 +142,15 @@ def run_saltseg(cfg_path: Path, data: Path, out: Path, minutes: float, overrides
     }
 
 
+def latest_reference(minutes: float) -> tuple[dict, str] | None:
+    """The reference result of the newest ``benchmarks/results/quality-*.json`` with this budget."""
+    for path in sorted(Path("benchmarks/results").glob("quality-*.json"), reverse=True):
+        r = json.loads(path.read_text())
+        if r.get("minutes") == minutes and "reference" in r and "reference_from" not in r:
+            return r["reference"], path.name
+    return None
+
+
 def plot_curves(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -178,10 +187,21 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/cpu_fast.yaml"))
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--out", type=Path, default=Path("runs/bench_quality"))
-    ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument(
+        "--skip-reference",
+        action="store_true",
+        help="do not train the reference; compare with the newest one of this budget in benchmarks/results",
+    )
     ap.add_argument("--skip-saltseg", action="store_true")
     ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--plot-from", type=Path, help="only redraw the learning-curve plot from a results JSON")
     args = ap.parse_args()
+    if args.plot_from:
+        results = json.loads(args.plot_from.read_text())
+        if "reference" not in results and latest_reference(results["minutes"]) is not None:
+            results["reference"], results["reference_from"] = latest_reference(results["minutes"])
+        plot_curves(results, Path("benchmarks/figures") / f"learning_curve_{int(results['minutes'])}min.png")
+        return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
     results: dict = {
         "date": stamp,
@@ -196,6 +216,10 @@ def main() -> None:
         print(json.dumps({k: v for k, v in results["saltseg"].items() if k != "curve"}, indent=1), flush=True)
     if not args.skip_reference:
         results["reference"] = run_reference(LabelledTiles.load(args.data), args.minutes)
+    else:  # compare with the latest reference trained for the same budget on this machine, if any
+        earlier = latest_reference(args.minutes)
+        if earlier is not None:
+            results["reference"], results["reference_from"] = earlier
     if "saltseg" in results and "reference" in results:
         s, r = results["saltseg"], results["reference"]
         results["difference_vs_last"] = s["score_tuned"] - r["score_last"]
@@ -203,7 +227,8 @@ def main() -> None:
     out_json = Path("benchmarks/results") / f"quality-{stamp}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=1))
-    plot_curves(results, Path("benchmarks/figures") / f"learning_curve_{int(args.minutes)}min.png")
+    if not args.overrides and not args.skip_saltseg:  # the plot shows the shipped config, not search runs
+        plot_curves(results, Path("benchmarks/figures") / f"learning_curve_{int(args.minutes)}min.png")
     for key in ("saltseg", "reference"):
         if key in results:
             r = results[key]

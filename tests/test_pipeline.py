@@ -53,7 +53,7 @@ def test_pipeline_command_scores_every_labelled_tile_and_writes_a_submission(
     assert lines[0] == "id,rle_mask" and len(lines) == 7
     for line in lines[1:]:
         rle_decode(line.split(",", 1)[1], (101, 101))
-    assert r["submission"]["members"] >= 2  # both folds' models
+    assert r["submission"]["members"] == 2  # one model per fold (its best member)
     assert "out-of-fold score" in capsys.readouterr().out
 
 
@@ -93,6 +93,26 @@ def test_pipeline_pseudo_round_trains_a_second_round(pipe_data: tuple[Path, Path
         run_pipeline(load_config(cfg_path), data, tmp_path / "x", pseudo_round=True)
 
 
+def test_best_members_takes_each_folds_best_scoring_member(tmp_path: Path) -> None:
+    from saltseg.pipeline import best_members
+
+    for k, scores in enumerate(({"a.safetensors": 0.5, "b.safetensors": 0.7}, {"a.safetensors": 0.9})):
+        d = tmp_path / f"fold{k}"
+        d.mkdir()
+        members = [f"snapshots/{n}" for n in scores]
+        (d / "summary.json").write_text(
+            json.dumps({"status": "done", "members": members, "member_scores": scores})
+        )
+    (tmp_path / "fold2").mkdir()
+    (tmp_path / "fold2" / "summary.json").write_text(json.dumps({"status": "failed", "members": ["x"]}))
+    assert best_members(tmp_path) == [
+        tmp_path / "fold0/snapshots/b.safetensors",
+        tmp_path / "fold1/snapshots/a.safetensors",
+    ]
+    with pytest.raises(DataError, match="no finished fold"):
+        best_members(tmp_path / "fold2")
+
+
 def test_budget_fit_scales_stage_epochs_to_the_minutes(pipe_data: tuple[Path, Path]) -> None:
     from saltseg.training.budget import fit_epochs_to_budget
     from saltseg.training.data import LabelledTiles
@@ -100,13 +120,14 @@ def test_budget_fit_scales_stage_epochs_to_the_minutes(pipe_data: tuple[Path, Pa
     data, cfg_path = pipe_data
     cfg = load_config(cfg_path)
     tiles = LabelledTiles.load(data)
-    short, fit_short = fit_epochs_to_budget(cfg, tiles, 0.05, 20, 20)
+    _, fit_short = fit_epochs_to_budget(cfg, tiles, 0.05, 20, 20)
     long, fit_long = fit_epochs_to_budget(cfg, tiles, 5.0, 20, 20)
     assert sum(fit_long.epochs) > sum(fit_short.epochs) >= 2  # every stage keeps an epoch
     assert [s.epochs for s in long.stages] == fit_long.epochs
     assert long.train.max_minutes == 5.0
     assert [s.epochs for s in cfg.stages] == [1, 1]  # the input config is untouched
     assert len(fit_long.step_s) == 2 and all(s > 0 for s in fit_long.step_s)
+    assert fit_long.infer_s_per_tile > 0
 
 
 def test_pipeline_budget_too_small_is_one_clear_error(

@@ -22,21 +22,62 @@ RESERVE_FIXED = 1.5
 PIPELINE_FILE = "pipeline.json"
 
 
-def _fit_budget(cfg: ExperimentConfig, data_dir: Path, minutes: float) -> tuple[ExperimentConfig, dict]:
-    from saltseg.training.budget import fit_epochs_to_budget
+def _members_per_fold(cfg: ExperimentConfig) -> int:
+    """Models one fold leaves: one per snapshot cycle (plus SWA), else its best epoch."""
+    n = sum(
+        s.schedule.cycles if s.snapshots and s.schedule.name == "cosine_restarts" else int(s.snapshots)
+        for s in cfg.stages
+    )
+    return max(n, 1) + int(cfg.swa.enabled and not cfg.swa.replace)
+
+
+def _fit_budget(
+    cfg: ExperimentConfig,
+    data_dir: Path,
+    minutes: float,
+    rounds: int,
+    n_test: int,
+    test_members: str,
+) -> tuple[ExperimentConfig, dict]:
+    """Fit each fold's epochs to its share of ``minutes``, after the test predictions' estimated time."""
+    from saltseg.training.budget import fit_epochs_to_budget, measure_epoch_seconds
     from saltseg.training.data import LabelledTiles
 
-    per_fold = (minutes - RESERVE_FIXED) / cfg.data.folds - RESERVE_PER_FOLD
-    if per_fold < 0.5:
-        raise DataError(
-            f"a {minutes}-minute budget leaves {per_fold:.2f} min per fold for {cfg.data.folds} folds; "
-            "give more --minutes or fewer folds (data.folds=...)"
-        )
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
     n = len(tiles.ids)
     n_val = n // cfg.data.folds
-    fitted, fit = fit_epochs_to_budget(cfg, tiles, per_fold, n - n_val, n_val)
-    return fitted, {"minutes": minutes, "per_fold_minutes": round(per_fold, 2), **fit.as_dict()}
+    measured = measure_epoch_seconds(cfg, tiles, n - n_val, n_val)
+    members = cfg.data.folds * (1 if test_members == "best" else _members_per_fold(cfg))
+    # flip TTA doubles the passes; reading tiles, post-processing and RLE add about 15%
+    predict_min = rounds * n_test * members * 2 * measured.infer_s_per_tile * 1.15 / 60
+    per_fold = (minutes - predict_min - rounds * RESERVE_FIXED) / (rounds * cfg.data.folds) - RESERVE_PER_FOLD
+    if per_fold < 0.5:
+        raise DataError(
+            f"a {minutes}-minute budget leaves {per_fold:.2f} min per fold for {cfg.data.folds} folds "
+            f"and {rounds} round(s) after {predict_min:.1f} min of test prediction; give more --minutes "
+            "or fewer folds (data.folds=...)"
+        )
+    fitted, fit = fit_epochs_to_budget(cfg, tiles, per_fold, n - n_val, n_val, measured)
+    return fitted, {
+        "minutes": minutes,
+        "test_prediction_minutes_estimate": round(predict_min, 2),
+        "per_fold_minutes": round(per_fold, 2),
+        **fit.as_dict(),
+    }
+
+
+def best_members(run: Path) -> list[Path]:
+    """One model per finished fold of ``run``: the member that scored best on the fold's own tiles."""
+    files = []
+    for fs in sorted(run.glob("fold*/summary.json")):
+        s = json.loads(fs.read_text())
+        if s.get("status") == "failed" or not s.get("members"):
+            continue
+        scores = s.get("member_scores") or {}
+        files.append(fs.parent / max(s["members"], key=lambda m: scores.get(Path(m).name, -1.0)))
+    if not files:
+        raise DataError("no finished fold to predict with", run)
+    return files
 
 
 def _round(cfg: ExperimentConfig, data_dir: Path, out: Path, resume: bool, progress: bool, log: dict) -> dict:
@@ -83,17 +124,22 @@ def run_pipeline(
     resume: bool = False,
     progress: bool = True,
     predict_batch_size: int = 128,
+    test_members: str = "best",
 ) -> dict:
     """Run the pipeline into ``out``; returns (and writes to ``out/pipeline.json``) what each step gave.
 
-    ``minutes`` budgets the training rounds (split evenly between rounds when ``pseudo_round``); test
-    prediction is timed but not budgeted. ``pseudo_round`` needs ``test_images``.
+    ``minutes`` budgets everything: the test predictions' time is estimated from a timed pass and kept
+    back, the rest is split evenly over rounds and folds. ``test_members``: ``best`` predicts the test
+    tiles with one model per fold (its best member), ``all`` with every member (snapshots too).
+    ``pseudo_round`` needs ``test_images``.
     """
-    from saltseg.inference.predict import predict_folder
+    from saltseg.inference.predict import predict_folder, tile_ids
 
     data_dir, out = Path(data_dir), Path(out)
     if pseudo_round and test_images is None:
         raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
+    if test_members not in ("best", "all"):
+        raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
     started = time.time()
     state_file, cfg_file = out / PIPELINE_FILE, out / "config.yaml"
     if resume and state_file.exists() and cfg_file.exists():
@@ -104,8 +150,9 @@ def run_pipeline(
             raise DataError("pipeline folder exists and is not empty; use --resume or another --out", out)
         result = {"config": cfg.name, "data": str(data_dir.resolve()), "minutes": 0.0}
         if minutes is not None:
+            n_test = len(tile_ids(test_images)[0]) if test_images is not None else 0
             rounds = 2 if pseudo_round else 1
-            cfg, budget = _fit_budget(cfg, data_dir, minutes / rounds)
+            cfg, budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members)
             result["budget"] = budget
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(cfg_file) as f:
@@ -126,7 +173,8 @@ def run_pipeline(
         if pseudo_round:
             pred1 = out / "round1" / "test_pred"
             if "test_round1" not in result:
-                meta = predict_folder([out / "round1"], test_images, pred1, batch_size=predict_batch_size)
+                models1 = best_members(out / "round1") if test_members == "best" else [out / "round1"]
+                meta = predict_folder(models1, test_images, pred1, batch_size=predict_batch_size)
                 result["test_round1"] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
                 save()
             pseudo_dir = out / "pseudo"
@@ -148,15 +196,17 @@ def run_pipeline(
                 final_run = out / "round2"
         result["final_run"] = str(final_run)
         csv_path = out / "submission.csv"
-        meta = predict_folder(
-            [final_run], test_images, out / "test_pred", csv_path=csv_path, batch_size=predict_batch_size
-        )
-        result["submission"] = {
-            "csv": str(csv_path),
-            "tiles": meta["n_tiles"],
-            "members": len(meta["models"]),
-            "seconds": meta["seconds"],
-        }
+        if "submission" not in result or not csv_path.exists():
+            models = best_members(final_run) if test_members == "best" else [final_run]
+            meta = predict_folder(
+                models, test_images, out / "test_pred", csv_path=csv_path, batch_size=predict_batch_size
+            )
+            result["submission"] = {
+                "csv": str(csv_path),
+                "tiles": meta["n_tiles"],
+                "members": len(meta["models"]),
+                "seconds": meta["seconds"],
+            }
     else:
         result["final_run"] = str(final_run)
     best = max((result[k] for k in ("round1", "round2") if k in result), key=lambda r: r["oof_score_tuned"])

@@ -158,6 +158,12 @@ def _pipeline(p: argparse.ArgumentParser):
     p.add_argument(
         "--pseudo-round", action="store_true", help="a second round with pseudo-labelled test tiles"
     )
+    p.add_argument(
+        "--test-members",
+        choices=["best", "all"],
+        default="best",
+        help="test prediction with each fold's best model (default) or with every snapshot too",
+    )
     p.add_argument("--confidence", type=float, default=0.97, help="pseudo-label confidence (default 0.97)")
     p.add_argument("--resume", action="store_true", help="continue a killed pipeline")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -179,6 +185,7 @@ def _pipeline(p: argparse.ArgumentParser):
             pseudo_confidence=args.confidence,
             resume=args.resume,
             progress=not args.no_progress,
+            test_members=args.test_members,
         )
         for name in ("round1", "round2"):
             if name not in r:

@@ -7,7 +7,7 @@ instead keeps every stage's schedule whole. ``train.max_minutes`` stays on as a 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ class BudgetFit:
     augment_s_per_tile: float
     epoch_s: list[float]  # one epoch of each stage: training + validation
     epochs: list[int]
+    infer_s_per_tile: float  # one network pass (no TTA)
 
     def as_dict(self) -> dict:
         """JSON-ready."""
@@ -99,17 +100,24 @@ def measure_epoch_seconds(
         round(aug_s, 4),
         [round(e, 1) for e in epoch_s],
         [s.epochs for s in cfg.stages],
+        round(infer, 5),
     )
 
 
 def fit_epochs_to_budget(
-    cfg: ExperimentConfig, tiles: LabelledTiles, minutes: float, n_train: int, n_val: int
+    cfg: ExperimentConfig,
+    tiles: LabelledTiles,
+    minutes: float,
+    n_train: int,
+    n_val: int,
+    measured: BudgetFit | None = None,
 ) -> tuple[ExperimentConfig, BudgetFit]:
     """A copy of ``cfg`` whose stage epochs, scaled in proportion, fill ``minutes`` of one fold's training.
 
     ``train.max_minutes`` is set to ``minutes`` as a hard cap; every stage keeps at least one epoch.
+    ``measured`` reuses an earlier :func:`measure_epoch_seconds` of the same config.
     """
-    fit = measure_epoch_seconds(cfg, tiles, n_train, n_val)
+    fit = replace(measured) if measured else measure_epoch_seconds(cfg, tiles, n_train, n_val)
     planned = sum(e * s for e, s in zip(fit.epochs, fit.epoch_s, strict=True))
     scale = minutes * 60 * FILL / planned
     fit.epochs = [max(1, round(e * scale)) for e in fit.epochs]
