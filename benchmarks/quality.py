@@ -158,7 +158,10 @@ def plot_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, label in (("saltseg", "saltseg default (val, flip TTA)"), ("reference", "smp reference (val)")):
+    ref_label = "smp reference (val)"
+    if "reference_from" in results:
+        ref_label += f", from {results['reference_from']}"
+    for key, label in (("saltseg", "saltseg default (val, flip TTA)"), ("reference", ref_label)):
         if key in results and results[key]["curve"]:
             c = results[key]["curve"]
             ax.plot([p["minutes"] for p in c], [p["score"] for p in c], marker="o", ms=3, label=label)

@@ -93,24 +93,29 @@ def test_pipeline_pseudo_round_trains_a_second_round(pipe_data: tuple[Path, Path
         run_pipeline(load_config(cfg_path), data, tmp_path / "x", pseudo_round=True)
 
 
-def test_best_members_takes_each_folds_best_scoring_member(tmp_path: Path) -> None:
-    from saltseg.pipeline import best_members
+def test_best_member_takes_each_folds_best_scoring_snapshot(tmp_path: Path) -> None:
+    from saltseg.inference.predict import resolve_models
 
+    run = tmp_path / "run"
+    (run / "config.yaml").parent.mkdir()
+    (run / "config.yaml").write_text("name: x\n")
     for k, scores in enumerate(({"a.safetensors": 0.5, "b.safetensors": 0.7}, {"a.safetensors": 0.9})):
-        d = tmp_path / f"fold{k}"
-        d.mkdir()
+        d = run / f"fold{k}"
+        (d / "snapshots").mkdir(parents=True)
         members = [f"snapshots/{n}" for n in scores]
         (d / "summary.json").write_text(
             json.dumps({"status": "done", "members": members, "member_scores": scores})
         )
-    (tmp_path / "fold2").mkdir()
-    (tmp_path / "fold2" / "summary.json").write_text(json.dumps({"status": "failed", "members": ["x"]}))
-    assert best_members(tmp_path) == [
-        tmp_path / "fold0/snapshots/b.safetensors",
-        tmp_path / "fold1/snapshots/a.safetensors",
+    failed = run / "fold2"
+    failed.mkdir()
+    (failed / "summary.json").write_text(json.dumps({"status": "failed", "members": ["x"]}))
+    best = resolve_models([run], best_only=True)
+    assert [m.path for m in best] == [
+        run / "fold0/snapshots/b.safetensors",
+        run / "fold1/snapshots/a.safetensors",
     ]
-    with pytest.raises(DataError, match="no finished fold"):
-        best_members(tmp_path / "fold2")
+    assert [m.weight for m in best] == [0.5, 0.5]
+    assert len(resolve_models([run])) == 3  # all members: two of fold 0, one of fold 1
 
 
 def test_budget_fit_scales_stage_epochs_to_the_minutes(pipe_data: tuple[Path, Path]) -> None:

@@ -66,20 +66,6 @@ def _fit_budget(
     }
 
 
-def best_members(run: Path) -> list[Path]:
-    """One model per finished fold of ``run``: the member that scored best on the fold's own tiles."""
-    files = []
-    for fs in sorted(run.glob("fold*/summary.json")):
-        s = json.loads(fs.read_text())
-        if s.get("status") == "failed" or not s.get("members"):
-            continue
-        scores = s.get("member_scores") or {}
-        files.append(fs.parent / max(s["members"], key=lambda m: scores.get(Path(m).name, -1.0)))
-    if not files:
-        raise DataError("no finished fold to predict with", run)
-    return files
-
-
 def _round(cfg: ExperimentConfig, data_dir: Path, out: Path, resume: bool, progress: bool, log: dict) -> dict:
     """Train every fold of ``cfg`` into ``out``, tune on the OOF predictions and write the report."""
     from saltseg.diagnostics.report import write_report
@@ -140,6 +126,7 @@ def run_pipeline(
         raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
     if test_members not in ("best", "all"):
         raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
+    best = test_members == "best"
     started = time.time()
     state_file, cfg_file = out / PIPELINE_FILE, out / "config.yaml"
     if resume and state_file.exists() and cfg_file.exists():
@@ -173,8 +160,9 @@ def run_pipeline(
         if pseudo_round:
             pred1 = out / "round1" / "test_pred"
             if "test_round1" not in result:
-                models1 = best_members(out / "round1") if test_members == "best" else [out / "round1"]
-                meta = predict_folder(models1, test_images, pred1, batch_size=predict_batch_size)
+                meta = predict_folder(
+                    [out / "round1"], test_images, pred1, batch_size=predict_batch_size, best_only=best
+                )
                 result["test_round1"] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
                 save()
             pseudo_dir = out / "pseudo"
@@ -197,9 +185,13 @@ def run_pipeline(
         result["final_run"] = str(final_run)
         csv_path = out / "submission.csv"
         if "submission" not in result or not csv_path.exists():
-            models = best_members(final_run) if test_members == "best" else [final_run]
             meta = predict_folder(
-                models, test_images, out / "test_pred", csv_path=csv_path, batch_size=predict_batch_size
+                [final_run],
+                test_images,
+                out / "test_pred",
+                csv_path=csv_path,
+                batch_size=predict_batch_size,
+                best_only=best,
             )
             result["submission"] = {
                 "csv": str(csv_path),

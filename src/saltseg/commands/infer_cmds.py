@@ -57,6 +57,11 @@ def _predict(p: argparse.ArgumentParser):
     p.add_argument("--threshold", type=float, help="override the pixel threshold")
     p.add_argument("--no-probs", action="store_true", help="do not save probabilities")
     p.add_argument("--compile", action="store_true", help="torch.compile the models (slow start, faster)")
+    p.add_argument(
+        "--best-member",
+        action="store_true",
+        help="one model per fold: the snapshot that scored best on its validation tiles (faster)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.postprocess import load_postprocess, validate_postprocess
@@ -76,6 +81,7 @@ def _predict(p: argparse.ArgumentParser):
             postprocess=pp,
             save_probs=not args.no_probs,
             compile=args.compile,
+            best_only=args.best_member,
         )
         print(
             f"predicted {meta['n_tiles']} tiles with {len(meta['models'])} model(s) in {meta['seconds']} s "

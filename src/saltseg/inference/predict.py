@@ -63,8 +63,9 @@ def _is_fold_dir(p: Path) -> bool:
     return (p / "summary.json").is_file() and "members" in _read_json(p / "summary.json")
 
 
-def _fold_members(fold_dir: Path) -> list[Path]:
-    """The models of a trained fold (none for a fold that failed: its weights diverged)."""
+def _fold_members(fold_dir: Path, best_only: bool = False) -> list[Path]:
+    """The models of a trained fold (none for a fold that failed: its weights diverged); with
+    ``best_only`` just the member that scored best on the fold's validation tiles."""
     summary = fold_dir / "summary.json"
     if summary.exists():
         s = _read_json(summary)
@@ -72,16 +73,20 @@ def _fold_members(fold_dir: Path) -> list[Path]:
             return []
         members = s.get("members")
         if isinstance(members, list) and members:
+            if best_only:
+                scores = s.get("member_scores") if isinstance(s.get("member_scores"), dict) else {}
+                members = [max(members, key=lambda m: float(scores.get(Path(str(m)).name, -1.0)))]
             return [fold_dir / str(m) for m in members]
     if (fold_dir / "best.safetensors").exists():
         return [fold_dir / "best.safetensors"]
     return sorted((fold_dir / "snapshots").glob("*.safetensors"))
 
 
-def resolve_models(paths: list[str | Path]) -> list[Member]:
+def resolve_models(paths: list[str | Path], best_only: bool = False) -> list[Member]:
     """Expand MODEL arguments into weighted members.
 
-    A ``.safetensors`` file is one model; a fold folder gives its members (snapshots or best); a run
+    A ``.safetensors`` file is one model; a fold folder gives its members (snapshots or best; with
+    ``best_only`` the one that scored best on its validation tiles); a run
     folder gives every trained fold's members, each fold weighing the same (failed folds are skipped);
     an ensemble folder (``ensemble.json``) gives its runs with their ensemble weights (runs of weight 0
     are left out). Weights are normalised to sum to 1.
@@ -101,10 +106,10 @@ def resolve_models(paths: list[str | Path]) -> list[Member]:
                 raise CheckpointError(f"unreadable ensemble.json ({exc!r})", p / "ensemble.json") from None
             for run, weight in entries:
                 if weight > 0:
-                    members += [Member(x.path, x.weight * weight) for x in resolve_models([run])]
+                    members += [Member(x.path, x.weight * weight) for x in resolve_models([run], best_only)]
         elif p.is_dir():
             folds = [p] if _is_fold_dir(p) else sorted(d for d in p.glob("fold*") if d.is_dir())
-            per_fold = [f for f in (_fold_members(d) for d in folds) if f]
+            per_fold = [f for f in (_fold_members(d, best_only) for d in folds) if f]
             if not per_fold:
                 raise CheckpointError(
                     "no trained model found (expected fold*/summary.json or .safetensors; "
@@ -266,6 +271,7 @@ def predict_folder(
     postprocess: PostprocessConfig | None = None,
     save_probs: bool = True,
     compile: bool = False,
+    best_only: bool = False,
 ) -> dict:
     """Predict every tile of ``images`` and write the prediction folder ``out``; returns its meta.
 
@@ -279,7 +285,7 @@ def predict_folder(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError("the prediction folder is a file", out)
-    members = resolve_models(models)
+    members = resolve_models(models, best_only)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)
     predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile)
