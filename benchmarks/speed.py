@@ -100,9 +100,9 @@ def run_predict(models: list[str], data: Path, out: str | Path, *extra: str) -> 
     return cmd, time.time() - t0
 
 
-def submission(models: list[str], data: Path, out: Path) -> dict:
+def submission(models: list[str], data: Path, out: Path, *extra: str) -> dict:
     """Time ``saltseg predict`` on the 18000 test tiles with flip TTA; peak RSS of the child process."""
-    cmd, wall = run_predict(models, data, out, "--csv", str(out / "submission.csv"))
+    cmd, wall = run_predict(models, data, out, "--csv", str(out / "submission.csv"), *extra)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     check = subprocess.run(
         [sys.executable, "-m", "saltseg.cli", "submission", "check", str(out / "submission.csv"), str(data)],
@@ -117,7 +117,7 @@ def submission(models: list[str], data: Path, out: Path) -> dict:
     }
 
 
-def predict_throughput(models: list[str], data: Path) -> dict:
+def predict_throughput(models: list[str], data: Path, *extra: str) -> dict:
     """Tiles/s of ``saltseg predict`` on the 3199 labelled tiles, with and without flip TTA."""
     out = {}
     for tta in (True, False):
@@ -130,6 +130,7 @@ def predict_throughput(models: list[str], data: Path) -> dict:
             "train",
             "--no-probs",
             *([] if tta else ["--no-tta"]),
+            *extra,
         )
         out[f"tiles_per_s_{name}"] = round(3199 / wall, 1)
     return out
@@ -143,7 +144,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile inference")
     ap.add_argument("--submission", nargs="*", help="MODEL(s) for the 18000-tile submission timing")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/tgs-salt"))
+    ap.add_argument(
+        "--predict-args", default="", help='extra saltseg predict options, e.g. "--best-member --compile"'
+    )
     args = ap.parse_args()
+    extra = args.predict_args.split()
     cfg = load_config(args.config)
     torch.manual_seed(0)
     ours = create_model(cfg.model)
@@ -168,9 +173,10 @@ def main() -> None:
     for k, v in res.items():
         print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}", flush=True)
     if args.submission:
-        res["predict"] = predict_throughput(args.submission, args.data)
+        res["predict_args"] = extra
+        res["predict"] = predict_throughput(args.submission, args.data, *extra)
         print(json.dumps(res["predict"]))
-        res["submission"] = submission(args.submission, args.data, Path("runs/bench_submission"))
+        res["submission"] = submission(args.submission, args.data, Path("runs/bench_submission"), *extra)
         print(json.dumps(res["submission"], indent=1))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
