@@ -89,6 +89,8 @@ def test_pipeline_pseudo_round_trains_a_second_round(pipe_data: tuple[Path, Path
     assert r["round2"]["n_oof"] == 40  # pseudo tiles never enter the out-of-fold score
     assert load_config(out / "round2" / "config.yaml").data.pseudo_labels == str(out / "pseudo")
     assert r["final_run"] in (str(out / "round1"), str(out / "round2"))
+    assert r["oof_score"] == max(r["round1"]["oof_score_tuned"], r["round2"]["oof_score_tuned"])
+    assert len((out / "submission.csv").read_text().splitlines()) == 7  # header + 6 test tiles
     with pytest.raises(DataError, match="pseudo-label round needs"):
         run_pipeline(load_config(cfg_path), data, tmp_path / "x", pseudo_round=True)
 
@@ -142,3 +144,34 @@ def test_pipeline_budget_too_small_is_one_clear_error(
     code = main(["pipeline", str(cfg), "--data", str(data), "--out", str(tmp_path / "o"), "--minutes", "1"])
     assert code == 2
     assert "per fold" in capsys.readouterr().err
+
+
+def test_pipeline_reuses_round1_test_predictions_when_the_pseudo_round_loses(
+    pipe_data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import saltseg.pipeline as pipeline
+
+    original = pipeline._round
+
+    def losing_round2(cfg, data_dir, out, resume, progress, log):  # type: ignore[no-untyped-def]
+        original(cfg, data_dir, out, resume, progress, log)
+        if out.name == "round2":
+            log["oof_score_tuned"] = -1.0
+        return log
+
+    monkeypatch.setattr(pipeline, "_round", losing_round2)
+    data, cfg_path = pipe_data
+    out = tmp_path / "lost"
+    r = pipeline.run_pipeline(
+        load_config(cfg_path),
+        data,
+        out,
+        test_images=data,
+        pseudo_round=True,
+        pseudo_confidence=0.0,
+        progress=False,
+    )
+    assert r["final_run"] == str(out / "round1")
+    assert r["oof_score"] == r["round1"]["oof_score_tuned"]
+    assert (out / "submission.csv").read_text() == (out / "round1" / "test_pred" / "masks.csv").read_text()
+    assert not (out / "test_pred").exists()  # no second prediction with the same models

@@ -119,14 +119,14 @@ def run_pipeline(
     tiles with one model per fold (its best member), ``all`` with every member (snapshots too).
     ``pseudo_round`` needs ``test_images``.
     """
-    from saltseg.inference.predict import predict_folder, tile_ids
+    from saltseg.inference.predict import PRED_MASKS_FILE, predict_folder, tile_ids
 
     data_dir, out = Path(data_dir), Path(out)
     if pseudo_round and test_images is None:
         raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
     if test_members not in ("best", "all"):
         raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
-    best = test_members == "best"
+    best_only = test_members == "best"
     started = time.time()
     state_file, cfg_file = out / PIPELINE_FILE, out / "config.yaml"
     if resume and state_file.exists() and cfg_file.exists():
@@ -157,11 +157,11 @@ def run_pipeline(
         save()
     final_run = out / "round1"
     if test_images is not None:
+        pred1 = out / "round1" / "test_pred"  # round 1's test predictions, made for pseudo-labels
         if pseudo_round:
-            pred1 = out / "round1" / "test_pred"
             if "test_round1" not in result:
                 meta = predict_folder(
-                    [out / "round1"], test_images, pred1, batch_size=predict_batch_size, best_only=best
+                    [out / "round1"], test_images, pred1, batch_size=predict_batch_size, best_only=best_only
                 )
                 result["test_round1"] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
                 save()
@@ -182,27 +182,31 @@ def run_pipeline(
                 save()
             if r2["oof_score_tuned"] >= r1["oof_score_tuned"]:
                 final_run = out / "round2"
-        result["final_run"] = str(final_run)
         csv_path = out / "submission.csv"
         if "submission" not in result or not csv_path.exists():
-            meta = predict_folder(
-                [final_run],
-                test_images,
-                out / "test_pred",
-                csv_path=csv_path,
-                batch_size=predict_batch_size,
-                best_only=best,
-            )
+            if final_run == out / "round1" and "test_round1" in result:
+                # the pseudo round did not win: round 1's models already predicted every test tile
+                with atomic_write(csv_path) as f:
+                    f.write((pred1 / PRED_MASKS_FILE).read_text())
+                meta = json.loads((pred1 / "meta.json").read_text())
+            else:
+                meta = predict_folder(
+                    [final_run],
+                    test_images,
+                    out / "test_pred",
+                    csv_path=csv_path,
+                    batch_size=predict_batch_size,
+                    best_only=best_only,
+                )
             result["submission"] = {
                 "csv": str(csv_path),
                 "tiles": meta["n_tiles"],
                 "members": len(meta["models"]),
                 "seconds": meta["seconds"],
             }
-    else:
-        result["final_run"] = str(final_run)
-    best = max((result[k] for k in ("round1", "round2") if k in result), key=lambda r: r["oof_score_tuned"])
-    result["oof_score"] = best["oof_score_tuned"]
-    result["n_oof"] = best["n_oof"]
+    result["final_run"] = str(final_run)
+    final = result["round2"] if final_run == out / "round2" else r1
+    result["oof_score"] = final["oof_score_tuned"]
+    result["n_oof"] = final["n_oof"]
     save()
     return result
