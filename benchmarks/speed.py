@@ -1,10 +1,11 @@
 """Speed benchmark, in one run: training and inference images/s of saltseg's default path (bf16 autocast +
 channels_last, the CPU default config's model) against the plain smp fp32 eager loop on the same
 architecture and batch, reported as ratios; optionally the wall time and peak memory of a full
-18000-tile submission with flip TTA (``saltseg predict`` in a subprocess).
+18000-tile submission with flip TTA (``saltseg predict`` in a subprocess). ``--device`` (default: the
+GPU when there is one) runs both sides on that device.
 
 Usage:
-    python benchmarks/speed.py --config configs/cpu_fast.yaml \
+    python benchmarks/speed.py --config configs/cpu_fast.yaml [--device cpu|cuda] \
         [--submission MODEL --data ../shared/data/tgs-salt]
 """
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from saltseg.models import create_model
 from saltseg.training.config import load_config
+from saltseg.utils.device import resolve_device
 
 
 class PaddedSmp(torch.nn.Module):
@@ -41,8 +43,16 @@ class PaddedSmp(torch.nn.Module):
         return {"mask": self.net(F.pad(x, (13, 14, 13, 14), mode="reflect"))[..., 13:114, 13:114]}
 
 
-def train_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int) -> float:
-    x, y = torch.rand(batch, 1, 101, 101), (torch.rand(batch, 1, 101, 101) > 0.5).float()
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that host clocks time it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, device: torch.device) -> float:
+    x = torch.rand(batch, 1, 101, 101, device=device)
+    y = (torch.rand(batch, 1, 101, 101, device=device) > 0.5).float()
+    model = model.to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -51,20 +61,24 @@ def train_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int) -> fl
     t0 = 0.0
     for i in range(steps + 2):
         if i == 2:
+            sync(device)
             t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
             out = model(x)["mask"]
         loss = F.binary_cross_entropy_with_logits(out.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync(device)
     return batch * steps / (time.perf_counter() - t0)
 
 
 @torch.no_grad()
-def infer_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, compile: bool = False) -> float:
-    x = torch.rand(batch, 1, 101, 101)
-    model.eval()
+def infer_rate(
+    model: torch.nn.Module, fast: bool, batch: int, steps: int, device: torch.device, compile: bool = False
+) -> float:
+    x = torch.rand(batch, 1, 101, 101, device=device)
+    model = model.to(device).eval()
     if fast:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -73,9 +87,11 @@ def infer_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, compi
     t0 = 0.0
     for i in range(steps + 2):
         if i == 2:
+            sync(device)
             t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
             model(x)
+    sync(device)
     return batch * steps / (time.perf_counter() - t0)
 
 
@@ -141,6 +157,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/cpu_fast.yaml"))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:1...")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile inference")
     ap.add_argument("--submission", nargs="*", help="MODEL(s) for the 18000-tile submission timing")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/tgs-salt"))
@@ -149,6 +166,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     extra = args.predict_args.split()
+    device = resolve_device(args.device)
     cfg = load_config(args.config)
     torch.manual_seed(0)
     ours = create_model(cfg.model)
@@ -156,17 +174,18 @@ def main() -> None:
     res: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "model": f"{cfg.model.arch} {cfg.model.encoder}",
         "batch": args.batch,
     }
-    res["train_ref_fp32"] = train_rate(ref, False, args.batch, args.steps)
-    res["train_saltseg"] = train_rate(ours, True, args.batch, args.steps)
-    res["infer_ref_fp32"] = infer_rate(ref, False, args.batch * 2, args.steps)
-    res["infer_saltseg"] = infer_rate(ours, True, args.batch * 2, args.steps)
+    res["train_ref_fp32"] = train_rate(ref, False, args.batch, args.steps, device)
+    res["train_saltseg"] = train_rate(ours, True, args.batch, args.steps, device)
+    res["infer_ref_fp32"] = infer_rate(ref, False, args.batch * 2, args.steps, device)
+    res["infer_saltseg"] = infer_rate(ours, True, args.batch * 2, args.steps, device)
     if args.compile:
         res["infer_saltseg_compiled"] = infer_rate(
-            create_model(cfg.model), True, args.batch * 2, args.steps, True
+            create_model(cfg.model), True, args.batch * 2, args.steps, device, compile=True
         )
     res["train_ratio"] = res["train_saltseg"] / res["train_ref_fp32"]
     res["infer_ratio"] = res["infer_saltseg"] / res["infer_ref_fp32"]
@@ -180,7 +199,8 @@ def main() -> None:
         print(json.dumps(res["submission"], indent=1))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
     Path("benchmarks/results").mkdir(parents=True, exist_ok=True)
-    Path(f"benchmarks/results/speed-{stamp}.json").write_text(json.dumps(res, indent=1))
+    suffix = "" if device.type == "cpu" else f"-{device.type}"
+    Path(f"benchmarks/results/speed-{stamp}{suffix}.json").write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ def test_unknown_key_names_key_and_file(tmp_path: Path, mutate, key: str) -> Non
         (lambda d: d["stages"][0]["optimizer"].update(lr=-1), "stages.0.optimizer.lr"),
         (lambda d: d.update(stages="all"), "stages"),
         (lambda d: d["data"].update(folds=1), "data.folds"),
+        (lambda d: d["train"].update(num_workers=-1), "train.num_workers"),
+        (lambda d: d["train"].update(num_workers="all"), "train.num_workers"),
     ],
 )
 def test_wrong_type_or_value_names_key_and_file(tmp_path: Path, mutate, key: str) -> None:
@@ -157,6 +159,14 @@ def test_overrides(tmp_path: Path) -> None:
     assert cfg.name == "renamed"
     # the file itself is untouched
     assert load_config(path).stages[0].epochs == 2
+
+
+def test_num_workers_auto_means_none_on_the_cpu(tmp_path: Path) -> None:
+    from saltseg.training.train import resolve_num_workers
+
+    cfg = load_config(write(tmp_path, GOOD))  # accelerator: cpu
+    assert cfg.train.num_workers == "auto" and resolve_num_workers(cfg) == 0
+    assert resolve_num_workers(load_config(write(tmp_path, GOOD), ["train.num_workers=3"])) == 3
 
 
 def test_override_precision_as_number(tmp_path: Path) -> None:

@@ -198,6 +198,20 @@ def test_predict_without_tta_differs(
     assert np.abs(a["probs"] - b["probs"]).max() > 2 / 255
 
 
+def test_predict_device_option(
+    prediction: dict[str, Path], run_a: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["predict", run_a, "--images", data, "--out", tmp_path / "p"]
+    one_error([*base, "--device", "tpu9"], capsys, "--device tpu9")
+    if not torch.cuda.is_available():
+        one_error([*base, "--device", "cuda"], capsys, "--device cuda")
+    assert not (tmp_path / "p").exists(), "nothing is written when the device is unusable"
+    code, out, _ = cli([*base, "--device", "cpu"], capsys)
+    assert code == 0 and "predicted 30 tiles" in out
+    if not torch.cuda.is_available():  # the default prediction ran on the CPU too
+        assert (tmp_path / "p" / "masks.csv").read_text() == prediction["sub"].read_text()
+
+
 def test_predict_with_a_checkpoint_file_or_a_fold_folder(run_a: Path, data: Path, tmp_path: Path) -> None:
     best = run_a / "fold0" / "best.safetensors"
     assert main(["predict", str(best), "--images", str(data), "--out", str(tmp_path / "file")]) == 0
@@ -468,6 +482,7 @@ def test_postprocess_threshold_flat_area_and_gate() -> None:
 
 
 def test_dense_crf_cleans_a_noisy_map() -> None:
+    pytest.importorskip("pydensecrf", reason="pydensecrf2 not installed (the crf extra)")
     rng = np.random.default_rng(0)
     truth = np.zeros((1, 101, 101), bool)
     truth[0, 20:80, 30:90] = True

@@ -62,10 +62,12 @@ def _predict(p: argparse.ArgumentParser):
         action="store_true",
         help="one model per fold: the snapshot that scored best on its validation tiles (faster)",
     )
+    p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0...")
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.postprocess import load_postprocess, validate_postprocess
         from saltseg.inference.predict import default_postprocess, predict_folder
+        from saltseg.utils.device import resolve_device
 
         pp = load_postprocess(args.postprocess) if args.postprocess else default_postprocess(args.models)
         if args.threshold is not None:
@@ -82,6 +84,7 @@ def _predict(p: argparse.ArgumentParser):
             save_probs=not args.no_probs,
             compile=args.compile,
             best_only=args.best_member,
+            device=resolve_device(args.device),
         )
         print(
             f"predicted {meta['n_tiles']} tiles with {len(meta['models'])} model(s) in {meta['seconds']} s "

@@ -50,19 +50,13 @@ def _volume(p: argparse.ArgumentParser):
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     def run(args: argparse.Namespace) -> int:
-        import torch
-
-        from saltseg.errors import SaltsegError
         from saltseg.inference.sliding import load_ensemble
+        from saltseg.utils.device import resolve_device
         from saltseg.volume.segment import segment_segy
 
-        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(args.device)
         models, weights = load_ensemble(args.models)
-        try:
-            device = torch.device(auto if args.device == "auto" else args.device)
-            models = [m.to(device) for m in models]
-        except (RuntimeError, AssertionError) as exc:  # unknown device, or torch without CUDA
-            raise SaltsegError(f"--device {args.device}: {str(exc).strip().splitlines()[0]}") from None
+        models = [m.to(device) for m in models]
         step = {"next": 0.0}
 
         def progress(done: int, total: int) -> None:

@@ -272,6 +272,7 @@ def predict_folder(
     save_probs: bool = True,
     compile: bool = False,
     best_only: bool = False,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Predict every tile of ``images`` and write the prediction folder ``out``; returns its meta.
 
@@ -288,7 +289,7 @@ def predict_folder(
     members = resolve_models(models, best_only)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)
-    predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile)
+    predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile, device=device)
     out.mkdir(parents=True, exist_ok=True)
     tmp_probs = out / ".probs.tmp"
     if tmp_probs.exists():

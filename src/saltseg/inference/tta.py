@@ -8,13 +8,15 @@ import torch
 
 
 def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU, fp16 on CUDA, nothing elsewhere or when disabled."""
+    """bf16 autocast on CPU and on CUDA GPUs that support it (as in training), else fp16 on CUDA;
+    nothing elsewhere or when disabled."""
     if not enabled:
         return contextlib.nullcontext()
     if device.type == "cpu":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        bf16 = torch.cuda.is_bf16_supported()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
     return contextlib.nullcontext()
 
 

@@ -44,7 +44,7 @@ def measure_epoch_seconds(
     from saltseg.augment import build_transforms
     from saltseg.losses import create_loss
     from saltseg.models import create_model
-    from saltseg.training.train import eval_device, resolve_precision
+    from saltseg.training.train import eval_device, resolve_num_workers, resolve_precision
 
     device = eval_device(cfg)
     amp = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision(cfg))
@@ -94,11 +94,15 @@ def measure_epoch_seconds(
         aug(x[i % len(idx)], y[i % len(idx)])
     aug_s = (time.perf_counter() - t0) / 64
     val_s = n_val * infer * (2 if cfg.train.val_tta else 1)
-    epoch_s = [(n_train // bs) * (s + bs * aug_s) * LOOP_OVERHEAD + val_s for s in step_s]
+    # worker processes augment the next batches while the model trains on this one
+    workers = resolve_num_workers(cfg)
+    per_step = [max(s, bs * aug_s / workers) if workers else s + bs * aug_s for s in step_s]
+    # at least one step: Lightning drops the last partial batch, but a tiny fold still costs a step
+    epoch_s = [max(1, n_train // bs) * s * LOOP_OVERHEAD + val_s for s in per_step]
     return BudgetFit(
-        [round(s, 3) for s in step_s],
-        round(aug_s, 4),
-        [round(e, 1) for e in epoch_s],
+        [round(s, 4) for s in step_s],
+        round(aug_s, 5),
+        [round(e, 3) for e in epoch_s],
         [s.epochs for s in cfg.stages],
         round(infer, 5),
     )
@@ -118,7 +122,8 @@ def fit_epochs_to_budget(
     ``measured`` reuses an earlier :func:`measure_epoch_seconds` of the same config.
     """
     fit = replace(measured) if measured else measure_epoch_seconds(cfg, tiles, n_train, n_val)
-    planned = sum(e * s for e, s in zip(fit.epochs, fit.epoch_s, strict=True))
+    # a floor: on a fast GPU a tiny config's planned seconds can round to zero
+    planned = max(sum(e * s for e, s in zip(fit.epochs, fit.epoch_s, strict=True)), 1e-3)
     scale = minutes * 60 * FILL / planned
     fit.epochs = [max(1, round(e * scale)) for e in fit.epochs]
     out = cfg.model_copy(deep=True)

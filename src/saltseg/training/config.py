@@ -110,12 +110,13 @@ class TrainConfig(_Strict):
 
     Attributes:
         batch_size: Tiles per step (per device).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; ``auto`` = none when training on the CPU (they would
+            take its cores from the model), up to 8 when training on a GPU.
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``...).
         devices: Lightning devices (``auto``, a count, or a list).
         strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn``...), for several GPUs or nodes.
         num_nodes: Nodes of a multi-node run (torchrun, SLURM).
-        precision: ``auto`` = bf16-mixed on CPU, 16-mixed on CUDA; or any Lightning precision.
+        precision: ``auto`` = bf16-mixed (16-mixed on CUDA GPUs without bf16); or any Lightning precision.
         channels_last: Channels-last memory format (faster convolutions on CPU and tensor cores).
         compile: torch.compile the model.
         val_tta: Validate with horizontal-flip TTA.
@@ -127,7 +128,7 @@ class TrainConfig(_Strict):
     """
 
     batch_size: int = Field(32, ge=1)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | Literal["auto"] = "auto"
     accelerator: str = "auto"
     devices: int | str | list[int] = "auto"
     strategy: str = "auto"
@@ -147,6 +148,15 @@ class TrainConfig(_Strict):
     def _precision_as_text(cls, value: object) -> object:
         # ``train.precision=32`` / ``precision: 16`` arrive as YAML integers; Lightning takes "32", "16"...
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("should be a worker count (0, 1, 2...) or 'auto'")
+        return value
 
 
 class ExperimentConfig(_Strict):

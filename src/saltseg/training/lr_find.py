@@ -17,7 +17,12 @@ from saltseg.augment import build_transforms
 from saltseg.training.config import ExperimentConfig
 from saltseg.training.data import LabelledTiles, SaltDataModule
 from saltseg.training.module import SaltModule
-from saltseg.training.train import prepare_fold_split, quiet_lightning, resolve_precision
+from saltseg.training.train import (
+    prepare_fold_split,
+    quiet_lightning,
+    resolve_num_workers,
+    resolve_precision,
+)
 from saltseg.utils.io import atomic_path
 
 
@@ -32,7 +37,12 @@ def lr_find(
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
     model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold)
     dm = SaltDataModule(
-        tiles, train_idx, val_idx, cfg.train.batch_size, build_transforms(cfg.augment), cfg.train.num_workers
+        tiles,
+        train_idx,
+        val_idx,
+        cfg.train.batch_size,
+        build_transforms(cfg.augment),
+        resolve_num_workers(cfg),
     )
     module = SaltModule(model, cfg)
     module.lr = cfg.stages[0].optimizer.lr

@@ -99,6 +99,14 @@ def resolve_precision(cfg: ExperimentConfig) -> str:
     return "bf16-mixed"
 
 
+def resolve_num_workers(cfg: ExperimentConfig) -> int:
+    """``auto`` DataLoader workers: none on the CPU, up to 8 (one core left) when training on a GPU."""
+    workers = cfg.train.num_workers
+    if workers != "auto":
+        return int(workers)
+    return max(1, min(8, (os.cpu_count() or 2) - 1)) if eval_device(cfg).type == "cuda" else 0
+
+
 @dataclass
 class FoldState:
     """What a fold has done, persisted in ``state.json`` so that ``--resume`` continues it."""
@@ -332,7 +340,7 @@ def train_fold(
         val_idx,
         cfg.train.batch_size,
         build_transforms(cfg.augment),
-        cfg.train.num_workers,
+        resolve_num_workers(cfg),
         pseudo,
     )
     module = SaltModule(model, cfg)
