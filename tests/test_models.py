@@ -482,3 +482,44 @@ def test_count_parameters() -> None:
         p.requires_grad_(False)
     encoder = sum(p.numel() for p in model.net.encoder.parameters())
     assert count_parameters(model, trainable_only=True) == total - encoder
+
+
+@pytest.mark.parametrize("deep_supervision", [False, True])
+@pytest.mark.parametrize("arch", BUILTIN)
+def test_every_parameter_gets_a_gradient(arch: str, deep_supervision: bool) -> None:
+    """No module is built and then left unused (scSE on the skip-less last block was): DDP refuses to
+    train a model with unused parameters."""
+    from saltseg.losses import DeepSupervisionWeights, LossConfig, create_loss
+
+    cfg = tiny(arch, deep_supervision=deep_supervision, attention="scse", hypercolumn=True)
+    if arch == "unet":
+        cfg = cfg.model_copy(update={"center": "fpa"})
+    model = create_model(cfg)
+    weights = DeepSupervisionWeights() if deep_supervision else None
+    loss_fn = create_loss(LossConfig(name="bce_dice", deep_supervision=weights))
+    target = torch.zeros(2, 1, 101, 101)
+    target[0, :, 20:60, 30:70] = 1.0
+    loss_fn(model(tiles()), target).backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+
+
+def test_checkpoint_with_the_old_unused_attention_loads(tmp_path: Path) -> None:
+    """Checkpoints written before the skip-less block lost its never-used first scSE still load."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from saltseg.checkpoints import load_model, save_weights
+
+    model = create_model(tiny("unet", attention="scse"))
+    path = save_weights(model, tmp_path / "new.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    last = len(tiny("unet").decoder_channels) - 1
+    old_keys = {f"net.blocks.{last}.attention1.cSE.1.weight": torch.ones(2, 4, 1, 1)}
+    assert not set(old_keys) & set(state)
+    save_file({**state, **old_keys}, str(tmp_path / "old.safetensors"), metadata=meta)
+    loaded = load_model(tmp_path / "old.safetensors")
+    x = tiles()
+    torch.testing.assert_close(loaded(x)["mask"], model.eval()(x)["mask"])

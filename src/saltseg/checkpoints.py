@@ -78,6 +78,9 @@ def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
         state = load_file(str(path), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"corrupt weights ({exc})", path) from None
+    # saltseg < 0.2 saved the never-used first attention of the skip-less last U-Net block: drop it
+    expected = model.state_dict().keys()
+    state = {k: v for k, v in state.items() if k in expected or ".attention1." not in k}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -22,10 +22,12 @@ def unet_block(
     """smp's ``UnetDecoderBlock`` (upsample, concatenate skip, two conv-BN-ReLU, attention).
 
     Its attention modules are built with :func:`~saltseg.models.blocks.attention`, which unlike
-    smp's also works with fewer than 16 channels.
+    smp's also works with fewer than 16 channels. A block without a skip connection has no first
+    attention: smp applies it only to the concatenation, and an unused module stops DDP training.
     """
     block = UnetDecoderBlock(in_channels, skip_channels, out_channels, attention_type=None)
-    block.attention1 = attention(attention_type, in_channels + skip_channels)
+    first = attention(attention_type, in_channels + skip_channels) if skip_channels else nn.Identity()
+    block.attention1 = first
     block.attention2 = attention(attention_type, out_channels)
     return block
 

@@ -175,6 +175,14 @@ class ExperimentConfig(_Strict):
     def _check(self) -> ExperimentConfig:
         if not self.stages:
             raise ValueError("stages: at least one stage is needed")
+        for i, stage in enumerate(self.stages):
+            if self.model.deep_supervision and stage.loss.deep_supervision is None:
+                # untrained heads would gate the masks at inference, and stop DDP (unused parameters)
+                raise ValueError(
+                    f"stages.{i}.loss.deep_supervision is not set, but the model has deep-supervision "
+                    "heads (model.deep_supervision: true) that this stage would leave untrained; give "
+                    "their weights ({} for the defaults) or set model.deep_supervision: false"
+                )
         return self
 
 
@@ -184,6 +192,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{loc}'")
+        elif not err["loc"]:  # a check across sections names its keys itself
+            parts.append(err["msg"].removeprefix("Value error, "))
         else:
             parts.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)
