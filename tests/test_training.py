@@ -282,6 +282,7 @@ def test_stall_guard_stops_and_records_reason(
     assert "stalled" in out
     epochs = {int(r["epoch"]) for r in metrics_rows(run / "fold0") if r.get("val_score")}
     assert epochs == {0, 1}, "stops after the first epoch without improvement"
+    assert summary["epochs"] == 2 and summary["planned_epochs"] == 4, "the summary counts epochs trained"
 
 
 def test_experiment_queue(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

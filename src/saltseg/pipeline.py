@@ -20,6 +20,7 @@ from saltseg.utils.io import atomic_write, write_json
 RESERVE_PER_FOLD = 0.4
 RESERVE_FIXED = 1.5
 PIPELINE_FILE = "pipeline.json"
+FOLD_FIELDS = ("fold", "status", "epochs", "planned_epochs", "minutes", "best_val_score", "oof_score")
 
 
 def _members_per_fold(cfg: ExperimentConfig) -> int:
@@ -85,10 +86,7 @@ def _round(cfg: ExperimentConfig, data_dir: Path, out: Path, resume: bool, progr
     log.update(
         {
             "run": str(out),
-            "folds": [
-                {k: f.get(k) for k in ("fold", "status", "epochs", "minutes", "best_val_score", "oof_score")}
-                for f in summary["folds"]
-            ],
+            "folds": [{k: f.get(k) for k in FOLD_FIELDS} for f in summary["folds"]],
             "n_oof": summary.get("n_oof"),
             "oof_score_thr05": summary.get("oof_score"),
             "oof_score_tuned": steps[-1][1],

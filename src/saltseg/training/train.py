@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from saltseg.augment import build_transforms
-from saltseg.checkpoints import average_weights, load_model, save_weights
+from saltseg.checkpoints import average_weights, load_model, read_metadata, save_weights
 from saltseg.data.folds import load_folds, make_folds, save_folds
 from saltseg.errors import SaltsegError
 from saltseg.metrics.kaggle import kaggle_scores
@@ -435,6 +435,11 @@ def _finish_fold(
     failed: bool,
 ) -> dict:
     ids = [tiles.ids[i] for i in val_idx]
+    # epochs trained: fewer than planned when train.max_minutes, early stopping or a guard ended a stage
+    trained = sum(
+        int(read_metadata(fold_dir / f"stage{si}" / "end.safetensors")[1].get("epochs", 0))
+        for si in state.completed
+    )
     if tiles.images is not None and tiles.masks is not None:
         images, truth = tiles.images[val_idx], tiles.masks[val_idx]
     else:
@@ -460,7 +465,8 @@ def _finish_fold(
         "fold": fold,
         "status": "failed" if failed else ("stopped" if reason else "done"),
         "reason": reason,
-        "epochs": total_epochs,
+        "epochs": trained,
+        "planned_epochs": total_epochs,
         "minutes": round(state.seconds / 60, 2),
         "best_val_score": None if state.best_score == -math.inf else state.best_score,
         "oof_score": float(scores.mean()),
