@@ -34,6 +34,22 @@ def pipe_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, cfg
 
 
+def run_pseudo_pipeline(pipe_data: tuple[Path, Path], out: Path) -> dict:
+    """The pipeline with a pseudo-label round on the synthetic test tiles (every tile confident enough)."""
+    import saltseg.pipeline as pipeline
+
+    data, cfg_path = pipe_data
+    return pipeline.run_pipeline(
+        load_config(cfg_path),
+        data,
+        out,
+        test_images=data,
+        pseudo_round=True,
+        pseudo_confidence=0.0,
+        progress=False,
+    )
+
+
 def test_pipeline_command_scores_every_labelled_tile_and_writes_a_submission(
     pipe_data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,15 +92,7 @@ def test_pipeline_pseudo_round_trains_a_second_round(pipe_data: tuple[Path, Path
 
     data, cfg_path = pipe_data
     out = tmp_path / "ps"
-    r = run_pipeline(
-        load_config(cfg_path),
-        data,
-        out,
-        test_images=data,
-        pseudo_round=True,
-        pseudo_confidence=0.0,
-        progress=False,
-    )
+    r = run_pseudo_pipeline(pipe_data, out)
     assert r["pseudo"]["selected"] > 0
     assert r["round2"]["n_oof"] == 40  # pseudo tiles never enter the out-of-fold score
     assert load_config(out / "round2" / "config.yaml").data.pseudo_labels == str(out / "pseudo")
@@ -160,17 +168,8 @@ def test_pipeline_reuses_round1_test_predictions_when_the_pseudo_round_loses(
         return log
 
     monkeypatch.setattr(pipeline, "_round", losing_round2)
-    data, cfg_path = pipe_data
     out = tmp_path / "lost"
-    r = pipeline.run_pipeline(
-        load_config(cfg_path),
-        data,
-        out,
-        test_images=data,
-        pseudo_round=True,
-        pseudo_confidence=0.0,
-        progress=False,
-    )
+    r = run_pseudo_pipeline(pipe_data, out)
     assert r["final_run"] == str(out / "round1")
     assert r["oof_score"] == r["round1"]["oof_score_tuned"]
     assert (out / "submission.csv").read_text() == (out / "round1" / "test_pred" / "masks.csv").read_text()

@@ -13,16 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from lightning.pytorch.tuner import Tuner
 
-from saltseg.augment import build_transforms
 from saltseg.training.config import ExperimentConfig
-from saltseg.training.data import LabelledTiles, SaltDataModule
+from saltseg.training.data import LabelledTiles
 from saltseg.training.module import SaltModule
-from saltseg.training.train import (
-    prepare_fold_split,
-    quiet_lightning,
-    resolve_num_workers,
-    resolve_precision,
-)
+from saltseg.training.train import build_datamodule, prepare_fold_split, quiet_lightning, resolve_precision
 from saltseg.utils.io import atomic_path
 
 
@@ -36,14 +30,7 @@ def lr_find(
     L.seed_everything(cfg.seed, verbose=False)
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
     model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold)
-    dm = SaltDataModule(
-        tiles,
-        train_idx,
-        val_idx,
-        cfg.train.batch_size,
-        build_transforms(cfg.augment),
-        resolve_num_workers(cfg),
-    )
+    dm = build_datamodule(cfg, tiles, train_idx, val_idx)
     module = SaltModule(model, cfg)
     module.lr = cfg.stages[0].optimizer.lr
     # The range test runs ``steps`` batches: allow as many epochs as that takes on a small dataset.

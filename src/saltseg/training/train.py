@@ -107,6 +107,25 @@ def resolve_num_workers(cfg: ExperimentConfig) -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1)) if eval_device(cfg).type == "cuda" else 0
 
 
+def build_datamodule(
+    cfg: ExperimentConfig,
+    tiles: LabelledTiles,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    pseudo: tuple[np.ndarray, np.ndarray] | None = None,
+) -> SaltDataModule:
+    """The fold's data module: ``cfg``'s batch size and augmentations, workers for the device."""
+    return SaltDataModule(
+        tiles,
+        train_idx,
+        val_idx,
+        cfg.train.batch_size,
+        build_transforms(cfg.augment),
+        resolve_num_workers(cfg),
+        pseudo,
+    )
+
+
 @dataclass
 class FoldState:
     """What a fold has done, persisted in ``state.json`` so that ``--resume`` continues it."""
@@ -334,15 +353,7 @@ def train_fold(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold, folds)
     pseudo = load_pseudo_labels(cfg.data.pseudo_labels) if cfg.data.pseudo_labels else None
-    dm = SaltDataModule(
-        tiles,
-        train_idx,
-        val_idx,
-        cfg.train.batch_size,
-        build_transforms(cfg.augment),
-        resolve_num_workers(cfg),
-        pseudo,
-    )
+    dm = build_datamodule(cfg, tiles, train_idx, val_idx, pseudo)
     module = SaltModule(model, cfg)
     started = time.time()
     total_epochs = sum(s.epochs for s in cfg.stages)
