@@ -201,8 +201,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.plot_from:
         results = json.loads(args.plot_from.read_text())
-        if "reference" not in results and latest_reference(results["minutes"]) is not None:
-            results["reference"], results["reference_from"] = latest_reference(results["minutes"])
+        earlier = None if "reference" in results else latest_reference(results["minutes"])
+        if earlier is not None:
+            results["reference"], results["reference_from"] = earlier
         plot_curves(results, Path("benchmarks/figures") / f"learning_curve_{int(results['minutes'])}min.png")
         return
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
