@@ -245,9 +245,14 @@ def test_shape_mismatch_is_a_clear_error() -> None:
         create_loss(LossConfig())({"mask": torch.zeros(1, 1, 128, 128)}, torch.zeros(1, 1, 101, 101))
 
 
+def _loss_config(name: str, **kwargs: object) -> LossConfig:
+    terms = {"bce": 1.0, "lovasz_symmetric": 0.5} if name == "sum" else None
+    return LossConfig(name=name, terms=terms, **kwargs)
+
+
 @pytest.mark.parametrize("name", typing.get_args(LossName))
 def test_gradients_finite_and_bf16(name: str) -> None:
-    loss_fn = create_loss(LossConfig(name=name, deep_supervision=DeepSupervisionWeights()))
+    loss_fn = create_loss(_loss_config(name, deep_supervision=DeepSupervisionWeights()))
     target = torch.zeros(3, 1, 8, 8)
     target[1, 0, 2:6, 2:6] = 1
     target[2] = 1
@@ -262,8 +267,8 @@ def test_gradients_finite_and_bf16(name: str) -> None:
             assert value.grad is not None and torch.isfinite(value.grad.float()).all()
     # bf16 gives (nearly) the float32 value of the bf16-rounded logits
     logits = torch.randn(2, 1, 8, 8).to(torch.bfloat16)
-    a = create_loss(LossConfig(name=name))({"mask": logits}, target[1:])
-    b = create_loss(LossConfig(name=name))({"mask": logits.float()}, target[1:])
+    a = create_loss(_loss_config(name))({"mask": logits}, target[1:])
+    b = create_loss(_loss_config(name))({"mask": logits.float()}, target[1:])
     assert torch.allclose(a, b)
 
 
@@ -288,3 +293,29 @@ def test_registry_and_config() -> None:
         DeepSupervisionWeights(extra=1.0)  # type: ignore[call-arg]
     parsed = LossConfig.model_validate({"name": "lovasz", "deep_supervision": {"salt": 0.1}})
     assert parsed.deep_supervision == DeepSupervisionWeights(salt=0.1)
+
+
+def test_weighted_sum_is_the_sum_of_its_terms() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 1, 16, 16)
+    target = (torch.rand(4, 1, 16, 16) > 0.6).float()
+    target[0] = 0
+    out = {"mask": logits}
+    total = create_loss(LossConfig(name="sum", terms={"bce": 1.0, "lovasz_symmetric": 0.5}))(out, target)
+    bce = create_loss(LossConfig(name="bce"))(out, target)
+    lovasz = create_loss(LossConfig(name="lovasz_symmetric"))(out, target)
+    assert torch.allclose(total, bce + 0.5 * lovasz)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"name": "sum"}, "needs terms"),
+        ({"name": "sum", "terms": {"bce": 0.0}}, "at least one > 0"),
+        ({"name": "bce", "terms": {"bce": 1.0}}, "only used with name: sum"),
+        ({"name": "sum", "terms": {"bcee": 1.0}}, "terms"),
+    ],
+)
+def test_weighted_sum_config_errors(raw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LossConfig.model_validate(raw)

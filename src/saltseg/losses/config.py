@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DeepSupervisionWeights", "LossConfig", "LossName"]
+__all__ = ["DeepSupervisionWeights", "LossConfig", "LossName", "PixelLossName"]
 
-LossName = Literal["bce", "dice", "bce_dice", "lovasz", "lovasz_elu", "lovasz_symmetric", "focal"]
+PixelLossName = Literal["bce", "dice", "bce_dice", "lovasz", "lovasz_elu", "lovasz_symmetric", "focal"]
+"""The single pixel losses."""
+
+LossName = Literal["bce", "dice", "bce_dice", "lovasz", "lovasz_elu", "lovasz_symmetric", "focal", "sum"]
+"""Every ``loss.name``: a single pixel loss, or ``sum`` (the weighted sum of ``loss.terms``)."""
 
 
 class DeepSupervisionWeights(BaseModel):
@@ -32,7 +36,10 @@ class LossConfig(BaseModel):
 
     Attributes:
         name: Pixel loss: ``bce``, ``dice``, ``bce_dice`` (``bce_weight*BCE + dice_weight*Dice``),
-            ``lovasz`` (hinge), ``lovasz_elu`` (ELU+1 hinge), ``lovasz_symmetric``, ``focal``.
+            ``lovasz`` (hinge), ``lovasz_elu`` (ELU+1 hinge), ``lovasz_symmetric``, ``focal``; or ``sum``,
+            the weighted sum of ``terms`` (for example BCE + Lovasz from the first epoch, as the 15th
+            place trained, or the 11th place's BCE + 0.5 x Lovasz).
+        terms: With ``name: sum``: pixel loss name -> weight, e.g. ``{bce: 1.0, lovasz_symmetric: 1.0}``.
         bce_weight: Weight of BCE in ``bce_dice``.
         dice_weight: Weight of Dice in ``bce_dice``.
         focal_gamma: Focusing power of ``focal``.
@@ -48,4 +55,16 @@ class LossConfig(BaseModel):
     dice_weight: float = Field(1.0, ge=0.0)
     focal_gamma: float = Field(2.0, ge=0.0)
     per_image: bool = True
+    terms: dict[PixelLossName, float] | None = None
     deep_supervision: DeepSupervisionWeights | None = None
+
+    @model_validator(mode="after")
+    def _check_terms(self) -> LossConfig:
+        if self.name == "sum":
+            if not self.terms:
+                raise ValueError("loss 'sum' needs terms, e.g. {bce: 1.0, lovasz_symmetric: 1.0}")
+            if any(w < 0 for w in self.terms.values()) or not any(w > 0 for w in self.terms.values()):
+                raise ValueError(f"loss terms need weights >= 0, at least one > 0, got {self.terms}")
+        elif self.terms is not None:
+            raise ValueError(f"loss terms are only used with name: sum (name is {self.name!r})")
+        return self

@@ -32,6 +32,7 @@ __all__ = [
     "PixelLoss",
     "SegmentationLoss",
     "SymmetricLovaszLoss",
+    "WeightedSumLoss",
     "create_loss",
 ]
 
@@ -140,6 +141,25 @@ class FocalLoss(PixelLoss):
         return binary_focal_loss(logits, target, gamma=self.gamma)
 
 
+class WeightedSumLoss(PixelLoss):
+    """``sum(weight * loss(logits, target))`` over named pixel losses (``loss.name: sum``)."""
+
+    def __init__(self, terms: dict[str, PixelLoss], weights: dict[str, float]) -> None:
+        super().__init__()
+        self.terms = nn.ModuleDict(terms)
+        self.weights = dict(weights)
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig) -> WeightedSumLoss:
+        """Build every term of ``cfg.terms`` from the same config (so ``per_image`` etc. apply to all)."""
+        terms = cfg.terms or {}
+        return cls({n: LOSS_REGISTRY[n].from_config(cfg) for n in terms}, terms)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Return the weighted sum of the terms."""
+        return sum(self.weights[n] * loss(logits, target) for n, loss in self.terms.items())  # type: ignore[return-value]
+
+
 LOSS_REGISTRY: dict[str, type[PixelLoss]] = {
     "bce": BCELoss,
     "dice": DiceLoss,
@@ -148,6 +168,7 @@ LOSS_REGISTRY: dict[str, type[PixelLoss]] = {
     "lovasz_elu": LovaszELULoss,
     "lovasz_symmetric": SymmetricLovaszLoss,
     "focal": FocalLoss,
+    "sum": WeightedSumLoss,
 }
 
 
