@@ -66,12 +66,15 @@ def _runs(p: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from rich.console import Console
 
-        from saltseg.diagnostics.runs import format_runs, list_runs, sort_rows
+        from saltseg.diagnostics.runs import format_runs, format_study, list_runs, sort_rows
+        from saltseg.training.study import STUDY_FILE, read_study
 
         rows = sort_rows(list_runs(args.dir), args.sort)
         console = Console()
         if not console.is_terminal:
             console = Console(width=160)
+        for db in sorted(args.dir.rglob(STUDY_FILE)):
+            console.print(format_study(read_study(db.parent)))
         if not rows:
             console.print(f"no runs under {args.dir}")
             return 0

@@ -207,3 +207,53 @@ def _pipeline(p: argparse.ArgumentParser):
         return 0
 
     return run
+
+
+@command(
+    "search",
+    "Search config values with Optuna (TPE sampler); trials behind the others stop early (pruning). "
+    "The study is kept in OUT/study.db: a killed search resumes, several processes can share it.",
+    "saltseg search configs/cpu_fast.yaml space.yaml --data DATA --trials 20 --minutes 10 --out runs/search",
+)
+def _search(p: argparse.ArgumentParser):
+    p.add_argument("config", type=Path, help="base experiment config")
+    p.add_argument(
+        "space",
+        type=Path,
+        help="search space YAML: key.path: {log: [lo, hi]} | {float: [lo, hi]} | {int: [lo, hi]} | "
+        "{choices: [...]}",
+    )
+    _add_common(p)
+    p.add_argument("--out", type=Path, required=True, help="search folder (study.db, trials/)")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    p.add_argument("--minutes", type=float, help="fit each trial's epochs to this many minutes")
+    p.add_argument("--fold", type=int, default=0, help="validation fold of every trial (default 0)")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    p.add_argument("--seed", type=int, help="seed of the TPE sampler")
+    p.add_argument("--progress", action="store_true", help="show the progress bar of each trial")
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.diagnostics.runs import format_study
+        from saltseg.training.search import read_study, run_search
+
+        r = run_search(
+            args.config,
+            args.space,
+            args.data,
+            args.out,
+            trials=args.trials,
+            minutes=args.minutes,
+            fold=args.fold,
+            pruner=args.pruner,
+            overrides=args.overrides,
+            seed=args.seed,
+            progress=args.progress,
+        )
+        from rich.console import Console
+
+        Console(width=160).print(format_study(read_study(args.out)))
+        best = "-" if r.best_value is None else f"{r.best_value:.4f} ({r.best_run})"
+        print(f"{r.finished} finished trials ({r.pruned} pruned); best {best} -> {args.out}")
+        return 0
+
+    return run

@@ -213,6 +213,29 @@ def threshold_figure(
     return fig
 
 
+def study_figure(points: Sequence[tuple[float, float, str]]) -> Figure:
+    """Score of each search trial against its minutes: complete trials filled, pruned ones hollow.
+
+    Args:
+        points: ``(minutes, score, state)``; the score of a pruned trial is its last validation score.
+    """
+    fig = _new((7.5, 3.6))
+    ax = fig.subplots()
+    for state, marker, face in (("COMPLETE", "o", SERIES[0]), ("PRUNED", "o", "none")):
+        pts = [(m, v) for m, v, s in points if s == state]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.scatter(
+                xs, ys, marker=marker, s=40, facecolors=face, edgecolors=SERIES[0], label=state.lower()
+            )
+    _apply_rc(ax)
+    ax.set_xlabel("minutes of the trial")
+    ax.set_ylabel("fold score")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("search trials: score vs minutes")
+    return fig
+
+
 # ------------------------------------------------------------------------------------------- tile plots
 
 

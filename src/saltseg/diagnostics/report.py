@@ -23,6 +23,7 @@ import numpy as np
 from saltseg.diagnostics.runs import RunInfo, member_runs, open_run
 from saltseg.errors import SaltsegError
 from saltseg.metrics.kaggle import coverage, kaggle_scores, score_breakdown
+from saltseg.training.study import StudyReport, is_study_dir, read_study
 from saltseg.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -638,17 +639,92 @@ def _compare_section(runs: list[RunInfo], oofs: list[_Oof | None]) -> str:
     return f'<section class="compare" id="sec-compare"><h2>Runs side by side</h2>{body}{fig}</section>'
 
 
+def _study_section(study: StudyReport, index: int) -> str:
+    """A ``saltseg search`` folder: its trials best first, the parameters' importances, score vs minutes."""
+    from saltseg.diagnostics.figures import data_uri, study_figure
+
+    keys = sorted({k for t in study.trials for k in t.params})
+    rows = []
+    for t in study.ranked():
+        rows.append(
+            [
+                str(t.number),
+                _e(t.state.lower()),
+                _f(t.value),
+                _f(t.last_score),
+                "–" if t.epochs is None else str(t.epochs),
+                _f(t.minutes, 1),
+                *(
+                    _e(f"{t.params[k]:.4g}" if isinstance(t.params.get(k), float) else t.params.get(k, "–"))
+                    for k in keys
+                ),
+                f"<code>{_e(t.run or '–')}</code>",
+            ]
+        )
+    best = study.best
+    body = [
+        f"<p>{len(study.trials)} trials; best: "
+        + ("none complete yet" if best is None else f"trial {best.number}, score {_f(best.value)}")
+        + " (fold score at threshold 0.5; a pruned trial shows its last validation score).</p>",
+        _table(
+            ["trial", "state", "score", "last val", "epochs", "minutes", *keys, "run"],
+            rows,
+            f"tbl-study-{index}",
+            {0} if best is not None else None,
+        ),
+    ]
+    if study.importances:
+        body.append(
+            _table(
+                ["parameter", "importance (Optuna)"],
+                [[_e(k), f"{v:.3f}"] for k, v in sorted(study.importances.items(), key=lambda kv: -kv[1])],
+                f"tbl-importance-{index}",
+            )
+        )
+    points = [
+        (t.minutes, t.value if t.state == "COMPLETE" else t.last_score, t.state)
+        for t in study.trials
+        if t.minutes is not None and (t.value is not None or t.last_score is not None)
+    ]
+    if points:
+        body.append(
+            _figure(
+                f"fig-study-{index}",
+                data_uri(study_figure(points)),
+                "Score of each trial against its minutes (hollow: pruned).",
+                "search trials",
+            )
+        )
+    return (
+        f'<section class="study" id="sec-study-{index}"><h2>Search {_e(study.out)}</h2>'
+        + "".join(body)
+        + "</section>"
+    )
+
+
 def build_report(run_dirs: list[str | Path]) -> str:
-    """The HTML page for ``run_dirs`` (run or ensemble folders)."""
+    """The HTML page for ``run_dirs`` (run or ensemble folders, or ``saltseg search`` folders).
+
+    A search folder adds its study section, and the run of its best trial is reported like a run.
+    """
     if not run_dirs:
         raise SaltsegError("give at least one run folder")
-    runs = [open_run(p) for p in run_dirs]
+    studies = [read_study(p) for p in run_dirs if is_study_dir(p)]
+    run_paths: list[str | Path] = [p for p in run_dirs if not is_study_dir(p)]
+    for study in studies:
+        if study.best is not None and study.best.run:
+            run_paths.append(study.out / study.best.run)
+    if not run_paths:
+        return _page(
+            "saltseg report: " + ", ".join(str(s.out) for s in studies),
+            [_study_section(s, i) for i, s in enumerate(studies, start=1)],
+        )
+    runs = [open_run(p) for p in run_paths]
     names = [r.name for r in runs]
     for r in runs:  # two runs of one config: tell them apart by folder
         if names.count(r.name) > 1 and r.path.resolve().name != r.name:
             r.name = f"{r.name} ({r.path.resolve().name})"
     oofs = [_load_oof(r) for r in runs]
-    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     title = "saltseg report: " + ", ".join(r.name for r in runs)
     nav = ""
     if len(runs) > 1:
@@ -657,11 +733,17 @@ def build_report(run_dirs: list[str | Path]) -> str:
             for i, r in enumerate(runs, start=1)
         ]
         nav = "<nav>" + "".join(links) + "</nav>"
-    body = [f"<h1>{_e(title)}</h1>", f'<p class="sub">generated {now} by saltseg report</p>', nav]
+    body = [nav, *(_study_section(s, i) for i, s in enumerate(studies, start=1))]
     if len(runs) > 1 or any(r.kind == "ensemble" for r in runs):
         body.append(_compare_section(runs, oofs))
     for i, (run, oof) in enumerate(zip(runs, oofs, strict=True), start=1):
         body.append(_run_section(run, i, oof))
+    return _page(title, body)
+
+
+def _page(title: str, sections: list[str]) -> str:
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = [f"<h1>{_e(title)}</h1>", f'<p class="sub">generated {now} by saltseg report</p>', *sections]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

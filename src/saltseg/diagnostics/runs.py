@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from saltseg.errors import DataError, SaltsegError
+from saltseg.training.study import TRIAL_FILE, StudyReport
 
 CURVE_KEYS = ("train_loss", "val_loss", "val_score", "lr")
 _CSV_KEYS = {"train_loss_epoch": "train_loss", "val_loss": "val_loss", "val_score": "val_score"}
@@ -525,6 +526,10 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
             rows.append({"run": str(d), "name": d.name, "status": "unreadable", "note": str(exc)})
             continue
         row = _run_row(info, root)
+        trial = _try_json(d / TRIAL_FILE)
+        if isinstance(trial, dict) and trial.get("state") in ("pruned", "failed"):
+            row["status"] = str(trial["state"])
+            row["note"] = f"search trial {trial.get('number')}: {trial['state']}"
         rows.append(row)
         seen[row["path"]] = row
     for q in sorted(root.rglob("queue.json")):
@@ -604,3 +609,45 @@ def format_runs(rows: list[dict], title: str = "runs"):
             str(r.get("note") or ""),
         )
     return table
+
+
+def format_study(report: StudyReport, top: int = 10):
+    """A ``saltseg search`` study as rich tables: the best trials, then the parameters' importances."""
+    from rich.console import Group
+    from rich.table import Table
+
+    keys = sorted({k for t in report.trials for k in t.params})
+    states: dict[str, int] = {}
+    for t in report.trials:
+        states[t.state] = states.get(t.state, 0) + 1
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+    table = Table(title=f"study {report.out} ({counts or 'no trials'})", title_justify="left")
+    for col in ("trial", "state", "score", "last val", "epochs", "minutes", *keys, "run"):
+        table.add_column(col, justify="right" if col not in ("state", "run") else "left", overflow="fold")
+
+    def num(v: object, nd: int) -> str:
+        return "-" if v is None else f"{float(v):.{nd}f}"  # type: ignore[arg-type]
+
+    def param(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    for t in report.ranked()[:top]:
+        table.add_row(
+            str(t.number),
+            t.state.lower(),
+            num(t.value, 4),
+            num(t.last_score, 4),
+            "-" if t.epochs is None else str(t.epochs),
+            num(t.minutes, 1),
+            *(param(t.params[k]) if k in t.params else "-" for k in keys),
+            t.run or "-",
+        )
+    parts: list[Any] = [table]
+    if report.importances:
+        imp = Table(title="parameter importances (Optuna's evaluator, complete trials)", title_justify="left")
+        imp.add_column("parameter")
+        imp.add_column("importance", justify="right")
+        for k, v in sorted(report.importances.items(), key=lambda kv: -kv[1]):
+            imp.add_row(k, f"{v:.3f}")
+        parts.append(imp)
+    return Group(*parts)

@@ -337,8 +337,12 @@ def train_fold(
     fold_dir: Path,
     resume: bool = False,
     progress: bool = True,
+    callbacks: list[L.Callback] | None = None,
 ) -> dict:
-    """Train one fold through all stages; returns its summary (also written to ``summary.json``)."""
+    """Train one fold through all stages; returns its summary (also written to ``summary.json``).
+
+    ``callbacks`` are added to every stage's Trainer (for example the search's pruning reporter).
+    """
     fold_dir.mkdir(parents=True, exist_ok=True)
     state_path = fold_dir / "state.json"
     state = FoldState.load(state_path) if resume else FoldState(completed=[])
@@ -379,7 +383,7 @@ def train_fold(
             else 0,
         )
         guard = TrainingGuard(cfg.train.stall_epochs, state.best_score)
-        extra: list[L.Callback] = [keeper, guard]
+        extra: list[L.Callback] = [keeper, guard, *(callbacks or [])]
         if cfg.train.early_stopping:
             extra.append(
                 L.pytorch.callbacks.EarlyStopping("val_score", mode="max", patience=cfg.train.early_stopping)
@@ -525,8 +529,12 @@ def train_run(
     folds_to_run: list[int] | None = None,
     resume: bool = False,
     progress: bool = True,
+    callbacks: list[L.Callback] | None = None,
 ) -> dict:
-    """Train the chosen folds (default: all) of ``cfg`` on ``data_dir`` into run folder ``out``."""
+    """Train the chosen folds (default: all) of ``cfg`` on ``data_dir`` into run folder ``out``.
+
+    ``callbacks``: extra Lightning callbacks given to every stage of every fold.
+    """
     out = Path(out)
     tiles, folds = prepare_run(cfg, data_dir, out, resume)
     todo = list(range(cfg.data.folds)) if folds_to_run is None else folds_to_run
@@ -535,7 +543,9 @@ def train_run(
             raise SaltsegError(f"fold {k} does not exist (folds are 0..{cfg.data.folds - 1})")
     for k in todo:
         try:
-            train_fold(cfg, tiles, folds, k, out / f"fold{k}", resume=resume, progress=progress)
+            train_fold(
+                cfg, tiles, folds, k, out / f"fold{k}", resume=resume, progress=progress, callbacks=callbacks
+            )
         except TrainingFailed:
             if is_launcher_rank_zero():
                 summarize_run(out)  # the run summary lists the failed fold too
