@@ -299,3 +299,16 @@ def test_cli_console_script_bad_config(tmp_path: Path) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"error: {bad}: unknown key 'modle'"]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_image_head_needs_a_salt_weight_and_no_nonempty_term() -> None:
+    from saltseg.training.config import parse_config
+
+    stage = {"loss": {"name": "bce", "deep_supervision": {"final": 1.0, "salt": 0.05, "nonempty": 0.0}}}
+    cfg = parse_config({"model": {"image_head": True}, "stages": [stage]})
+    assert cfg.model.image_head
+    with pytest.raises(ConfigError, match="image head alone"):
+        parse_config({"model": {"image_head": True}, "stages": [{"loss": {"name": "bce"}}]})
+    stage["loss"]["deep_supervision"]["nonempty"] = 0.5
+    with pytest.raises(ConfigError, match="image head alone"):
+        parse_config({"model": {"image_head": True}, "stages": [stage]})

@@ -523,3 +523,26 @@ def test_checkpoint_with_the_old_unused_attention_loads(tmp_path: Path) -> None:
     loaded = load_model(tmp_path / "old.safetensors")
     x = tiles()
     torch.testing.assert_close(loaded(x)["mask"], model.eval()(x)["mask"])
+
+
+@pytest.mark.parametrize("arch", SEGMENTATION)
+def test_image_head_alone_adds_a_salt_logit_and_little_else(arch: str) -> None:
+    from saltseg.losses import create_loss
+    from saltseg.losses.config import DeepSupervisionWeights, LossConfig
+
+    plain = create_model(tiny(arch, input_size=128))
+    model = create_model(tiny(arch, input_size=128, image_head=True))
+    out = model(tiles())
+    assert set(out) == {"mask", "salt"} and out["salt"].shape == (2,)
+    extra = count_parameters(model) - count_parameters(plain)
+    assert 0 < extra < 0.05 * count_parameters(plain)
+    loss_fn = create_loss(LossConfig(deep_supervision=DeepSupervisionWeights(salt=0.1, nonempty=0.0)))
+    target = torch.zeros(2, 1, 101, 101)
+    target[1, :, 20:40, 20:40] = 1
+    loss = loss_fn(out, target)
+    loss.backward()
+    head = model.net.heads
+    assert head.image_logit.weight.grad is not None and head.image_logit.weight.grad.abs().sum() > 0
+    # a loss that needs the non-empty pixel head says so
+    with pytest.raises(ValueError, match="mask_nonempty"):
+        create_loss(LossConfig(deep_supervision=DeepSupervisionWeights()))(model(tiles()), target)

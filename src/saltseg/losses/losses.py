@@ -223,7 +223,8 @@ class SegmentationLoss(nn.Module):
         if self.deep_supervision is None:
             return parts
 
-        missing = [k for k in ("salt", "mask_nonempty") if k not in outputs]
+        needed = ("salt", "mask_nonempty") if self.deep_supervision.nonempty > 0 else ("salt",)
+        missing = [k for k in needed if k not in outputs]
         if missing:
             raise ValueError(
                 f"deep supervision is configured but the model outputs lack {missing} "
@@ -231,6 +232,8 @@ class SegmentationLoss(nn.Module):
                 f"loss.deep_supervision to null"
             )
         parts["salt"] = _image_bce(outputs["salt"], nonempty)
+        if "mask_nonempty" not in outputs:  # an image head alone (model.image_head)
+            return parts
         mask_ne = outputs["mask_nonempty"]
         self._check_shape("mask_nonempty", mask_ne, target)
         if bool(nonempty.any()):
@@ -248,7 +251,8 @@ class SegmentationLoss(nn.Module):
         ds = self.deep_supervision
         if ds is None:
             return parts["final"]
-        return ds.final * parts["final"] + ds.salt * parts["salt"] + ds.nonempty * parts["nonempty"]
+        total = ds.final * parts["final"] + ds.salt * parts["salt"]
+        return total + ds.nonempty * parts["nonempty"] if "nonempty" in parts else total
 
     @staticmethod
     def _check_shape(key: str, logits: Tensor, target: Tensor) -> None:

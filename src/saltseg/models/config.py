@@ -43,6 +43,9 @@ class ModelConfig(BaseModel):
         dropout: Spatial dropout probability before the final head (and image-level head).
         deep_supervision: Add the image-level ``salt`` logit and the ``mask_nonempty`` head; the
             ``mask`` head then fuses pixel and image-level features.
+        image_head: Only the image-level ``salt`` logit of deep supervision (pooled deepest features,
+            two linear layers; almost free), trained by ``loss.deep_supervision.salt`` and used by the
+            tuned empty-mask gate. Implied by ``deep_supervision``.
         base_channels: Width of the first level of ``vanilla_unet`` / ``dilated_unet``.
         depth: Number of poolings of ``vanilla_unet`` / ``dilated_unet`` (1 to 5).
         batchnorm: Batch normalisation after every convolution of ``vanilla_unet`` / ``dilated_unet``.
@@ -69,6 +72,7 @@ class ModelConfig(BaseModel):
     drop_first_maxpool: bool = False
     dropout: float = 0.0
     deep_supervision: bool = False
+    image_head: bool = False
     base_channels: int = 16
     depth: int = 4
     batchnorm: bool = True

@@ -45,6 +45,8 @@ class SegmentationHeads(nn.Module):
         hypercolumn: Concatenate all decoder outputs instead of using only the last.
         deep_supervision: Add the ``salt`` and ``mask_nonempty`` outputs and the fused head.
         dropout: Dropout probability before the heads.
+        image_head: Without deep supervision, add only the image-level ``salt`` logit (pooled deepest
+            features, linear + ReLU, linear): a few thousand parameters, for the empty-mask gate.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class SegmentationHeads(nn.Module):
         hypercolumn: bool,
         deep_supervision: bool,
         dropout: float = 0.0,
+        image_head: bool = False,
     ) -> None:
         super().__init__()
         self.hypercolumn = Hypercolumn() if hypercolumn else None
@@ -66,12 +69,14 @@ class SegmentationHeads(nn.Module):
         in_channels = HYPERCOLUMN_CHANNELS * len(feature_channels) if hypercolumn else feature_channels[-1]
         width = head_channels(feature_channels[-1])
         self.dropout = nn.Dropout2d(dropout)
-        if deep_supervision:
-            self.pixel = Conv2dReLU(in_channels, width, kernel_size=3, padding=1)
-            self.pixel_logit = nn.Conv2d(width, 1, kernel_size=1)
+        self.image_only = image_head and not deep_supervision
+        if deep_supervision or image_head:
             self.image_dropout = nn.Dropout(dropout)
             self.image = nn.Sequential(nn.Linear(image_channels, width), nn.ReLU(inplace=True))
             self.image_logit = nn.Linear(width, 1)
+        if deep_supervision:
+            self.pixel = Conv2dReLU(in_channels, width, kernel_size=3, padding=1)
+            self.pixel_logit = nn.Conv2d(width, 1, kernel_size=1)
             self.fuse = nn.Sequential(
                 Conv2dReLU(2 * width, width, kernel_size=1, padding=0),
                 nn.Conv2d(width, 1, kernel_size=1),
@@ -90,18 +95,21 @@ class SegmentationHeads(nn.Module):
             deepest: Deepest (bottleneck) features, for the image-level branch.
 
         Returns:
-            ``{"mask"}`` or, with deep supervision, ``{"mask", "mask_nonempty", "salt"}``.
+            ``{"mask"}``, ``{"mask", "salt"}`` with the image head alone or, with deep supervision,
+            ``{"mask", "mask_nonempty", "salt"}``.
         """
         if self.hypercolumn is not None and self.project is not None:
             x = self.hypercolumn([proj(f) for proj, f in zip(self.project, features, strict=True)])
         else:
             x = features[-1]
         x = self.dropout(x)
-        if not self.deep_supervision:
+        if not self.deep_supervision and not self.image_only:
             return {"mask": self.mask(x)}
-        pixel = self.pixel(x)
         pooled = self.image_dropout(F.adaptive_avg_pool2d(deepest, 1).flatten(1))
         image = self.image(pooled)
+        if self.image_only:
+            return {"mask": self.mask(x), "salt": self.image_logit(image).flatten()}
+        pixel = self.pixel(x)
         size_h, size_w = int(pixel.shape[-2]), int(pixel.shape[-1])
         image_map = image[:, :, None, None].expand(-1, -1, size_h, size_w).to(pixel.dtype)
         fused = self.fuse(torch.cat([pixel, image_map], dim=1))

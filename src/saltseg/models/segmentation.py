@@ -58,7 +58,12 @@ class EncoderUNet(nn.Module):
             for cin, cskip, cout in zip(in_channels, skip_channels, decoder_channels, strict=True)
         )
         self.heads = SegmentationHeads(
-            decoder_channels, head_channels, config.hypercolumn, config.deep_supervision, config.dropout
+            decoder_channels,
+            head_channels,
+            config.hypercolumn,
+            config.deep_supervision,
+            config.dropout,
+            config.image_head,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -116,6 +121,7 @@ class GCNGAUNet(nn.Module):
             config.hypercolumn,
             config.deep_supervision,
             config.dropout,
+            config.image_head,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -122,6 +122,7 @@ class VanillaUNet(nn.Module):
             config.hypercolumn,
             config.deep_supervision,
             config.dropout,
+            config.image_head,
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -176,6 +176,13 @@ class ExperimentConfig(_Strict):
         if not self.stages:
             raise ValueError("stages: at least one stage is needed")
         for i, stage in enumerate(self.stages):
+            if self.model.image_head and not self.model.deep_supervision:
+                ds = stage.loss.deep_supervision
+                if ds is None or ds.salt <= 0 or ds.nonempty > 0:
+                    raise ValueError(
+                        f"stages.{i}.loss.deep_supervision must train the image head alone "
+                        "(model.image_head: true): give {final: 1.0, salt: 0.05, nonempty: 0.0}"
+                    )
             if self.model.deep_supervision and stage.loss.deep_supervision is None:
                 # untrained heads would gate the masks at inference, and stop DDP (unused parameters)
                 raise ValueError(
