@@ -97,6 +97,27 @@ def run_reference(tiles: LabelledTiles, minutes: float, seed: int = 0) -> dict:
         "score_last": curve[-1]["score"],
         "score_best": max(c["score"] for c in curve),
         "curve": curve,
+        "breakdown": coverage_scores(out),
+    }
+
+
+def coverage_scores(run_dir: Path) -> dict:
+    """Fold-0 score by coverage class (tuned post-processing) and the share of salt tiles predicted empty."""
+    from saltseg.inference.postprocess import apply_postprocess, load_postprocess
+    from saltseg.inference.tune import load_oof
+    from saltseg.metrics.kaggle import score_breakdown
+
+    oof = load_oof(run_dir)
+    pp = load_postprocess(run_dir / "postprocess.json")
+    pred = apply_postprocess(oof.probs, pp, oof.images, oof.salt)
+    scores = kaggle_scores(pred, oof.truth)
+    groups = {g["group"]: round(float(g["score"]), 4) for g in score_breakdown(scores, oof.truth)["coverage"]}
+    salt = oof.truth.reshape(len(scores), -1).any(1)
+    missed = int((salt & ~pred.reshape(len(scores), -1).any(1)).sum())
+    return {
+        "score": round(float(scores.mean()), 4),
+        "by_coverage": groups,
+        "salt_tiles_predicted_empty": f"{missed} of {int(salt.sum())}",
     }
 
 
@@ -198,7 +219,11 @@ def main() -> None:
     ap.add_argument("--skip-saltseg", action="store_true")
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--plot-from", type=Path, help="only redraw the learning-curve plot from a results JSON")
+    ap.add_argument("--breakdown", type=Path, help="only print the coverage breakdown of a tuned run folder")
     args = ap.parse_args()
+    if args.breakdown:
+        print(json.dumps(coverage_scores(args.breakdown), indent=1))
+        return
     if args.plot_from:
         results = json.loads(args.plot_from.read_text())
         earlier = None if "reference" in results else latest_reference(results["minutes"])

@@ -841,3 +841,34 @@ def test_evaluate_a_prediction_folder(
     test_pred = tmp_path / "test_pred"
     assert main(["predict", str(run_a), "--images", str(data), "--out", str(test_pred)]) == 0
     one_error(["evaluate", test_pred, data], capsys, "no id")
+
+
+def test_temperature_recovers_an_overconfidence_factor() -> None:
+    from saltseg.inference.calibrate import apply_temperature, fit_temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, size=(64, 32, 32))
+    truth = rng.random(z.shape) < 1 / (1 + np.exp(-2 * z))  # the truth follows sigmoid(2 z)
+    probs = 1 / (1 + np.exp(-z))  # an under-confident model (a hinge loss keeps logits small)
+    t = fit_temperature(probs, truth)
+    assert 0.4 < t < 0.6
+    sharper = apply_temperature(probs, t)
+    assert np.array_equal(sharper > 0.5, probs > 0.5)  # monotonic: masks at 0.5 unchanged
+    assert (np.abs(sharper - 0.5) >= np.abs(probs - 0.5) - 1e-6).all()
+    assert np.array_equal(apply_temperature(probs, 1.0), probs.astype(np.float32))
+    with pytest.raises(ValueError, match="positive"):
+        apply_temperature(probs, 0.0)
+
+
+def test_calibration_lets_hinge_like_probabilities_pass_the_confidence_rule() -> None:
+    from saltseg.inference.calibrate import apply_temperature, fit_temperature
+
+    rng = np.random.default_rng(1)
+    truth = np.zeros((20, 16, 16), dtype=bool)
+    truth[10:, 4:12, 4:12] = True
+    # Lovasz-like: right on every pixel, but only 0.27 / 0.73
+    probs = np.where(truth, 0.73, 0.27) + rng.normal(0, 0.01, truth.shape)
+    assert select_pseudo_labels(probs, 0.97, balance=False).size == 0
+    t = fit_temperature(probs, truth)
+    assert t < 0.5
+    assert select_pseudo_labels(apply_temperature(probs, t), 0.97, balance=False).size == 20

@@ -34,8 +34,8 @@ def pipe_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, cfg
 
 
-def run_pseudo_pipeline(pipe_data: tuple[Path, Path], out: Path) -> dict:
-    """The pipeline with a pseudo-label round on the synthetic test tiles (every tile confident enough)."""
+def run_pseudo_pipeline(pipe_data: tuple[Path, Path], out: Path, rounds: int = 1) -> dict:
+    """The pipeline with pseudo-label rounds on the synthetic test tiles (every tile confident enough)."""
     import saltseg.pipeline as pipeline
 
     data, cfg_path = pipe_data
@@ -44,7 +44,7 @@ def run_pseudo_pipeline(pipe_data: tuple[Path, Path], out: Path) -> dict:
         data,
         out,
         test_images=data,
-        pseudo_round=True,
+        pseudo_rounds=rounds,
         pseudo_confidence=0.0,
         progress=False,
     )
@@ -93,14 +93,15 @@ def test_pipeline_pseudo_round_trains_a_second_round(pipe_data: tuple[Path, Path
     data, cfg_path = pipe_data
     out = tmp_path / "ps"
     r = run_pseudo_pipeline(pipe_data, out)
-    assert r["pseudo"]["selected"] > 0
+    assert r["pseudo1"]["selected"] > 0 and r["pseudo1"]["teacher"] == str(out / "round1")
+    assert r["pseudo1"]["temperature"] > 0 and r["pseudo1"]["passed"] >= r["pseudo1"]["selected"]
     assert r["round2"]["n_oof"] == 40  # pseudo tiles never enter the out-of-fold score
-    assert load_config(out / "round2" / "config.yaml").data.pseudo_labels == str(out / "pseudo")
+    assert load_config(out / "round2" / "config.yaml").data.pseudo_labels == str(out / "pseudo1")
     assert r["final_run"] in (str(out / "round1"), str(out / "round2"))
     assert r["oof_score"] == max(r["round1"]["oof_score_tuned"], r["round2"]["oof_score_tuned"])
     assert len((out / "submission.csv").read_text().splitlines()) == 7  # header + 6 test tiles
     with pytest.raises(DataError, match="pseudo-label round needs"):
-        run_pipeline(load_config(cfg_path), data, tmp_path / "x", pseudo_round=True)
+        run_pipeline(load_config(cfg_path), data, tmp_path / "x", pseudo_rounds=1)
 
 
 def test_best_member_takes_each_folds_best_scoring_snapshot(tmp_path: Path) -> None:
@@ -154,22 +155,25 @@ def test_pipeline_budget_too_small_is_one_clear_error(
     assert "per fold" in capsys.readouterr().err
 
 
-def test_pipeline_reuses_round1_test_predictions_when_the_pseudo_round_loses(
+def test_pipeline_reuses_round1_test_predictions_when_the_pseudo_rounds_lose(
     pipe_data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import saltseg.pipeline as pipeline
 
     original = pipeline._round
 
-    def losing_round2(cfg, data_dir, out, resume, progress, log):  # type: ignore[no-untyped-def]
+    def losing_pseudo_rounds(cfg, data_dir, out, resume, progress, log):  # type: ignore[no-untyped-def]
         original(cfg, data_dir, out, resume, progress, log)
-        if out.name == "round2":
+        if out.name != "round1":
             log["oof_score_tuned"] = -1.0
         return log
 
-    monkeypatch.setattr(pipeline, "_round", losing_round2)
+    monkeypatch.setattr(pipeline, "_round", losing_pseudo_rounds)
     out = tmp_path / "lost"
-    r = run_pseudo_pipeline(pipe_data, out)
+    r = run_pseudo_pipeline(pipe_data, out, rounds=2)
+    # round 2 lost, so round 3 learns from round 1's predictions again
+    assert r["pseudo1"]["teacher"] == r["pseudo2"]["teacher"] == str(out / "round1")
+    assert load_config(out / "round3" / "config.yaml").data.pseudo_labels == str(out / "pseudo2")
     assert r["final_run"] == str(out / "round1")
     assert r["oof_score"] == r["round1"]["oof_score_tuned"]
     assert (out / "submission.csv").read_text() == (out / "round1" / "test_pred" / "masks.csv").read_text()

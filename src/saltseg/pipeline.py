@@ -1,8 +1,9 @@
 """The whole competition pipeline in one call: K folds -> OOF tuning -> report -> test submission.
 
 Optionally with a wall-clock budget (each fold's epochs fitted to its share, see
-:mod:`saltseg.training.budget`) and one pseudo-label round (confident test predictions of the first
-round's fold ensemble are added to a second round's training folds, never to its validation folds).
+:mod:`saltseg.training.budget`) and pseudo-label rounds (confident test predictions of the best round so
+far, calibrated by a temperature fitted on its out-of-fold predictions, are added to the next round's
+training folds, never to its validation folds).
 Every step writes into the run folder, and ``resume=True`` continues a killed pipeline where it stopped.
 """
 
@@ -103,8 +104,9 @@ def run_pipeline(
     out: str | Path,
     minutes: float | None = None,
     test_images: str | Path | None = None,
-    pseudo_round: bool = False,
+    pseudo_rounds: int = 0,
     pseudo_confidence: float = 0.97,
+    calibrate: bool = True,
     resume: bool = False,
     progress: bool = True,
     predict_batch_size: int = 128,
@@ -115,12 +117,17 @@ def run_pipeline(
     ``minutes`` budgets everything: the test predictions' time is estimated from a timed pass and kept
     back, the rest is split evenly over rounds and folds. ``test_members``: ``best`` predicts the test
     tiles with one model per fold (its best member), ``all`` with every member (snapshots too).
-    ``pseudo_round`` needs ``test_images``.
+    ``pseudo_rounds`` rounds follow the first, each trained on the labelled tiles plus the confident
+    test predictions of the best round so far (its probabilities first calibrated by a temperature
+    fitted on its out-of-fold predictions when ``calibrate``); they need ``test_images``. The final
+    run is the round with the best tuned OOF score.
     """
     from saltseg.inference.predict import PRED_MASKS_FILE, predict_folder, tile_ids
 
     data_dir, out = Path(data_dir), Path(out)
-    if pseudo_round and test_images is None:
+    if pseudo_rounds < 0:
+        raise DataError(f"pseudo_rounds must be 0 or more, got {pseudo_rounds}")
+    if pseudo_rounds and test_images is None:
         raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
     if test_members not in ("best", "all"):
         raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
@@ -136,7 +143,7 @@ def run_pipeline(
         result = {"config": cfg.name, "data": str(data_dir.resolve()), "minutes": 0.0}
         if minutes is not None:
             n_test = len(tile_ids(test_images)[0]) if test_images is not None else 0
-            rounds = 2 if pseudo_round else 1
+            rounds = 1 + pseudo_rounds
             cfg, budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members)
             result["budget"] = budget
         out.mkdir(parents=True, exist_ok=True)
@@ -153,40 +160,59 @@ def run_pipeline(
     if "oof_score_tuned" not in r1:
         _round(cfg, data_dir, out / "round1", resume, progress, r1)
         save()
-    final_run = out / "round1"
-    if test_images is not None:
-        pred1 = out / "round1" / "test_pred"  # round 1's test predictions, made for pseudo-labels
-        if pseudo_round:
-            if "test_round1" not in result:
-                meta = predict_folder(
-                    [out / "round1"], test_images, pred1, batch_size=predict_batch_size, best_only=best_only
-                )
-                result["test_round1"] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
-                save()
-            pseudo_dir = out / "pseudo"
-            if "pseudo" not in result:
-                from saltseg.inference.pseudo import write_pseudo_dataset
+    best = 1  # the round with the best tuned OOF score so far
+    for k in range(2, pseudo_rounds + 2):
+        assert test_images is not None
+        teacher = out / f"round{best}"
+        pred = teacher / "test_pred"  # the teacher's test predictions, made for pseudo-labels
+        if f"test_round{best}" not in result:
+            meta = predict_folder(
+                [teacher], test_images, pred, batch_size=predict_batch_size, best_only=best_only
+            )
+            result[f"test_round{best}"] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
+            save()
+        pseudo_dir = out / f"pseudo{k - 1}"
+        if f"pseudo{k - 1}" not in result:
+            from saltseg.inference.pseudo import write_pseudo_dataset
 
-                result["pseudo"] = write_pseudo_dataset(
-                    pred1, test_images, pseudo_dir, pseudo_confidence, exclude=data_dir
-                )
-                save()
-            r2 = result.setdefault("round2", {})
-            if "oof_score_tuned" not in r2:
-                cfg2 = cfg.model_copy(deep=True)
-                if result["pseudo"]["selected"]:
-                    cfg2.data.pseudo_labels = str(pseudo_dir)
-                _round(cfg2, data_dir, out / "round2", resume, progress, r2)
-                save()
-            if r2["oof_score_tuned"] >= r1["oof_score_tuned"]:
-                final_run = out / "round2"
+            temperature = 1.0
+            if calibrate:
+                from saltseg.inference.calibrate import fit_temperature
+                from saltseg.inference.tune import load_oof
+
+                oof = load_oof(teacher, with_images=False)
+                temperature = fit_temperature(oof.probs, oof.truth)
+            result[f"pseudo{k - 1}"] = {
+                "teacher": str(teacher),
+                **write_pseudo_dataset(
+                    pred,
+                    test_images,
+                    pseudo_dir,
+                    pseudo_confidence,
+                    exclude=data_dir,
+                    temperature=temperature,
+                ),
+            }
+            save()
+        rk = result.setdefault(f"round{k}", {})
+        if "oof_score_tuned" not in rk:
+            cfg_k = cfg.model_copy(deep=True)
+            if result[f"pseudo{k - 1}"]["selected"]:
+                cfg_k.data.pseudo_labels = str(pseudo_dir)
+            _round(cfg_k, data_dir, out / f"round{k}", resume, progress, rk)
+            save()
+        if rk["oof_score_tuned"] >= result[f"round{best}"]["oof_score_tuned"]:
+            best = k
+    final_run = out / f"round{best}"
+    if test_images is not None:
         csv_path = out / "submission.csv"
         if "submission" not in result or not csv_path.exists():
-            if final_run == out / "round1" and "test_round1" in result:
-                # the pseudo round did not win: round 1's models already predicted every test tile
+            pred = final_run / "test_pred"
+            if f"test_round{best}" in result:
+                # the best round already predicted every test tile (for the next round's pseudo-labels)
                 with atomic_write(csv_path) as f:
-                    f.write((pred1 / PRED_MASKS_FILE).read_text())
-                meta = json.loads((pred1 / "meta.json").read_text())
+                    f.write((pred / PRED_MASKS_FILE).read_text())
+                meta = json.loads((pred / "meta.json").read_text())
             else:
                 meta = predict_folder(
                     [final_run],
@@ -203,7 +229,7 @@ def run_pipeline(
                 "seconds": meta["seconds"],
             }
     result["final_run"] = str(final_run)
-    final = result["round2"] if final_run == out / "round2" else r1
+    final = result[f"round{best}"]
     result["oof_score"] = final["oof_score_tuned"]
     result["n_oof"] = final["n_oof"]
     save()

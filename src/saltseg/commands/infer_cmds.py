@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from saltseg.cli import command
+from saltseg.errors import SaltsegError
 
 
 def _positive_int(text: str) -> int:
@@ -162,15 +163,56 @@ def _pseudo(p: argparse.ArgumentParser):
         type=Path,
         help="a labelled dataset whose ids are never pseudo-labelled (besides those of --images)",
     )
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="RUN",
+        help="calibrate the probabilities first with a temperature fitted on RUN's out-of-fold predictions "
+        "(needed for Lovasz-trained models, whose probabilities stay near 0.3-0.7)",
+    )
+    cal.add_argument(
+        "--temperature", type=float, help="calibrate with this temperature (p -> sigmoid(logit/T))"
+    )
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.pseudo import write_pseudo_dataset
 
+        temperature = 1.0
+        if args.temperature is not None:
+            if not args.temperature > 0:
+                raise SaltsegError(f"--temperature must be positive, got {args.temperature}")
+            temperature = args.temperature
+        elif args.calibrate is not None:
+            from saltseg.inference.calibrate import fit_temperature
+            from saltseg.inference.tune import load_oof
+
+            oof = load_oof(args.calibrate, with_images=False)
+            temperature = fit_temperature(oof.probs, oof.truth)
+            print(
+                f"temperature {temperature:.3f} fitted on {len(oof.ids)} out-of-fold tiles "
+                f"of {args.calibrate}"
+            )
         info = write_pseudo_dataset(
-            args.pred_dir, args.images, args.out, args.confidence, not args.no_balance, exclude=args.exclude
+            args.pred_dir,
+            args.images,
+            args.out,
+            args.confidence,
+            not args.no_balance,
+            exclude=args.exclude,
+            temperature=temperature,
         )
-        print(f"selected {info['selected']} of {info['candidates']} tiles -> {args.out}")
-        print("per coverage class: " + ", ".join(f"{k} {v}" for k, v in info["per_coverage_class"].items()))
+        print(
+            f"{info['passed']} of {info['candidates']} tiles pass the confidence rule; "
+            f"kept {info['selected']}"
+        )
+        print(
+            "passed per coverage class: "
+            + ", ".join(f"{k} {v}" for k, v in info["passed_per_coverage_class"].items())
+        )
+        print(
+            "kept per coverage class: " + ", ".join(f"{k} {v}" for k, v in info["per_coverage_class"].items())
+        )
         print(f"use it with: data.pseudo_labels={args.out}")
         return 0
 

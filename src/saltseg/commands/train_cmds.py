@@ -155,8 +155,22 @@ def _pipeline(p: argparse.ArgumentParser):
         "--minutes", type=float, help="training budget: each fold's epochs are scaled to fit its share"
     )
     p.add_argument("--test", type=Path, help="unlabelled tiles to predict into OUT/submission.csv")
+    rounds = p.add_mutually_exclusive_group()
+    rounds.add_argument(
+        "--pseudo-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more rounds, each trained with the calibrated, confident test predictions of the best "
+        "round so far",
+    )
+    rounds.add_argument(
+        "--pseudo-round", action="store_true", help="one pseudo-label round (--pseudo-rounds 1)"
+    )
     p.add_argument(
-        "--pseudo-round", action="store_true", help="a second round with pseudo-labelled test tiles"
+        "--no-calibrate",
+        action="store_true",
+        help="apply the confidence rule to the raw probabilities (no temperature fitted on the OOF)",
     )
     p.add_argument(
         "--test-members",
@@ -181,16 +195,22 @@ def _pipeline(p: argparse.ArgumentParser):
             args.out,
             minutes=args.minutes,
             test_images=args.test,
-            pseudo_round=args.pseudo_round,
+            pseudo_rounds=1 if args.pseudo_round else args.pseudo_rounds,
             pseudo_confidence=args.confidence,
+            calibrate=not args.no_calibrate,
             resume=args.resume,
             progress=not args.no_progress,
             test_members=args.test_members,
         )
-        for name in ("round1", "round2"):
-            if name not in r:
-                continue
+        for name in sorted((k for k in r if k.startswith("round")), key=lambda k: int(k[5:])):
             rd = r[name]
+            pseudo = r.get(f"pseudo{int(name[5:]) - 1}")
+            if pseudo:
+                print(
+                    f"{name} pseudo-labels: {pseudo['passed']} of {pseudo['candidates']} test tiles passed "
+                    f"(temperature {pseudo['temperature']:.3f}), {pseudo['selected']} kept: "
+                    + ", ".join(f"{c} {n}" for c, n in pseudo["per_coverage_class"].items())
+                )
             for f in rd["folds"]:
                 print(
                     f"{name} fold {f['fold']}: {f['status']}, oof {_fmt(f['oof_score'])} ({f['minutes']} min)"

@@ -17,6 +17,7 @@ from PIL import Image
 
 from saltseg.data.tiles import open_dataset
 from saltseg.errors import DataError
+from saltseg.inference.calibrate import apply_temperature
 from saltseg.inference.predict import load_prediction_probs
 from saltseg.metrics.kaggle import COVERAGE_BINS, coverage_class
 from saltseg.utils.io import write_json
@@ -74,11 +75,16 @@ def write_pseudo_dataset(
     min_confidence: float = 0.97,
     balance: bool = True,
     exclude: str | Path | None = None,
+    temperature: float = 1.0,
 ) -> dict:
     """Select confident tiles of prediction folder ``pred_dir`` and write them to ``out``.
 
     ``images`` is the dataset the predictions were made on (its images are copied); ``exclude`` is a
     labelled dataset whose ids must never be pseudo-labelled (defaults to ``images`` itself).
+    ``temperature`` calibrates the probabilities before the confidence rule (see
+    :func:`saltseg.inference.calibrate.fit_temperature`); the masks are those of the uncalibrated
+    probabilities at the prediction's threshold. ``pseudo.json`` counts, per coverage class, the tiles
+    that passed the rule and those kept after balancing.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -94,7 +100,10 @@ def write_pseudo_dataset(
     probs = pred["probs"][usable]
     if len(ids_all) == 0:
         raise DataError("no unlabelled tile among the predictions", pred_dir)
-    sel = select_pseudo_labels(probs, min_confidence, balance, threshold=threshold)
+    calibrated = apply_temperature(probs, temperature)
+    cal_threshold = float(apply_temperature(np.array([threshold]), temperature)[0])
+    passing = np.flatnonzero(confidence(calibrated) >= min_confidence)
+    sel = select_pseudo_labels(calibrated, min_confidence, balance, threshold=cal_threshold)
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -107,6 +116,7 @@ def write_pseudo_dataset(
             tmp / "masks" / f"{tile_id}.png"
         )
     classes = coverage_class(probs[sel] > threshold) if len(sel) else np.array([], dtype=int)
+    passed = coverage_class(probs[passing] > threshold) if len(passing) else np.array([], dtype=int)
     info = {
         "source": str(pred_dir),
         "candidates": len(ids_all),
@@ -114,6 +124,11 @@ def write_pseudo_dataset(
         "min_confidence": min_confidence,
         "balanced": balance,
         "threshold": threshold,
+        "temperature": temperature,
+        "passed": len(passing),
+        "passed_per_coverage_class": {
+            n: int((passed == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)
+        },
         "per_coverage_class": {n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)},
     }
     write_json(tmp / "pseudo.json", info)
