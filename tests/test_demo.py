@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from saltseg.cli import main
 from saltseg.commands.demo_cmds import DEMO_CONFIG, demo_config
 from saltseg.data.tiles import open_dataset
+from saltseg.errors import SaltsegError
 from saltseg.submission import read_submission
 from saltseg.training.config import parse_config
 
@@ -62,3 +63,34 @@ def test_demo_refuses_too_few_tiles(tmp_path: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--n" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_never_touches_a_folder_it_did_not_make(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    (out / "run").mkdir()
+    (out / "run" / "keep.txt").write_text("mine too")
+    for extra in ([], ["--fresh"]):
+        assert main(["demo", "--out", str(out), "--quick", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out}: ") and "not made by saltseg demo" in err
+    assert (out / "thesis.tex").read_text() == "years of work"
+    assert (out / "run" / "keep.txt").read_text() == "mine too"
+
+
+def test_fresh_empties_only_a_demo_folder(tmp_path: Path) -> None:
+    from saltseg.utils.io import MARKER_FILE, claim_output_dir
+
+    out = claim_output_dir(tmp_path / "d", "demo")
+    (out / "old.txt").write_text("x")
+    (out / "sub").mkdir()
+    claim_output_dir(out, "demo")  # a second run without --fresh keeps what is there
+    assert (out / "old.txt").exists()
+    claim_output_dir(out, "demo", fresh=True)
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE]
+    with pytest.raises(SaltsegError, match="not made by saltseg pipeline"):
+        (out / "new.txt").write_text("y")
+        claim_output_dir(out, "pipeline")

@@ -872,3 +872,22 @@ def test_calibration_lets_hinge_like_probabilities_pass_the_confidence_rule() ->
     t = fit_temperature(probs, truth)
     assert t < 0.5
     assert select_pseudo_labels(apply_temperature(probs, t), 0.97, balance=False).size == 20
+
+
+def test_predict_never_writes_the_submission_into_the_dataset_or_over_a_model(
+    run_a: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sample = data / "sample_submission.csv"
+    before = sample.read_bytes()
+    weights = next(run_a.rglob("*.safetensors"))
+    weights_before = weights.read_bytes()
+    pred = tmp_path / "pred"
+    one_error(
+        ["predict", run_a, "--images", data, "--out", pred, "--csv", sample], capsys, "inside the dataset"
+    )
+    one_error(
+        ["predict", weights, "--images", data, "--out", pred, "--csv", weights], capsys, "overwrite the input"
+    )
+    one_error(["predict", run_a, "--images", data, "--out", pred, "--csv", tmp_path], capsys, "is a folder")
+    assert sample.read_bytes() == before and weights.read_bytes() == weights_before
+    assert not pred.exists()  # refused before anything was written

@@ -217,3 +217,20 @@ def test_long_2d_line_is_processed_in_overlapping_blocks(tmp_path: Path, model, 
     a, b = read_volume(tmp_path / "whole.sgy").data[0], read_volume(tmp_path / "blocks.sgy").data[0]
     assert a.shape == b.shape == (n, NS) and b.min() > 0.0  # every trace written
     assert np.abs(a - b).mean() < 0.02
+
+
+def test_volume_never_overwrites_its_input_or_writes_a_folder(tmp_path: Path, checkpoint, capsys) -> None:
+    survey = write_segy(tmp_path / "survey.sgy", amplitudes())
+    before = survey.read_bytes()
+    for out, message in [
+        (survey, "would overwrite the input"),
+        (tmp_path / "." / "survey.sgy", "would overwrite the input"),
+        (checkpoint, "would overwrite the input"),
+        (tmp_path, "is a folder"),
+    ]:
+        assert main(["volume", str(checkpoint), "--segy", str(survey), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
+    assert survey.read_bytes() == before
+    with pytest.raises(DataError, match="overwrite the input"):
+        segment_segy([], survey, survey)

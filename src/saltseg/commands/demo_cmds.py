@@ -10,6 +10,7 @@ from pathlib import Path
 
 from saltseg.cli import command
 from saltseg.errors import SaltsegError
+from saltseg.utils.io import claim_output_dir
 
 DEMO_CONFIG = {
     "name": "demo",
@@ -76,7 +77,9 @@ def _demo(p: argparse.ArgumentParser):
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--n", type=int, default=1500, help="synthetic labelled tiles to train on")
     p.add_argument("--n-heldout", type=int, default=300, help="synthetic held-out labelled tiles to score")
-    p.add_argument("--fresh", action="store_true", help="delete --out first")
+    p.add_argument(
+        "--fresh", action="store_true", help="empty --out first (only a folder an earlier demo made)"
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -97,8 +100,7 @@ def _demo(p: argparse.ArgumentParser):
             raise SaltsegError("the demo needs --n of at least 50 and --n-heldout of at least 1")
         started = time.time()
         out: Path = args.out
-        if args.fresh and out.exists():
-            shutil.rmtree(out)
+        claim_output_dir(out, "demo", fresh=args.fresh)  # never a folder saltseg demo did not make
         train_dir, held_dir, run_dir = out / "data_train", out / "data_heldout", out / "run"
         if not train_dir.exists():
             write_kaggle_layout(train_dir, n_train=args.n, n_test=0, seed=0)

@@ -52,8 +52,10 @@ def _volume(p: argparse.ArgumentParser):
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.sliding import load_ensemble
         from saltseg.utils.device import resolve_device
+        from saltseg.utils.io import check_output_file
         from saltseg.volume.segment import segment_segy
 
+        check_output_file(args.out, inputs=[args.segy, *args.models])
         device = resolve_device(args.device)
         models, weights = load_ensemble(args.models)
         models = [m.to(device) for m in models]

@@ -34,7 +34,7 @@ from saltseg.inference.postprocess import (
     load_postprocess,
 )
 from saltseg.inference.tta import autocast_for, predict_batch
-from saltseg.utils.io import atomic_write, write_json
+from saltseg.utils.io import atomic_write, check_output_file, write_json
 
 CHUNK = 2048
 
@@ -286,6 +286,8 @@ def predict_folder(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError("the prediction folder is a file", out)
+    if csv_path is not None:  # never the dataset's own sample_submission.csv, nor a model file
+        check_output_file(csv_path, inputs=list(models), datasets=[images])
     members = resolve_models(models, best_only)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)

@@ -81,3 +81,79 @@ def write_json(path: str | Path, obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
+
+
+MARKER_FILE = ".saltseg"
+"""Marker written into folders saltseg creates and may later empty (``demo --fresh``); holds their kind."""
+
+
+def _same_or_inside(path: Path, other: Path) -> bool:
+    """True when ``path`` is ``other`` or lies inside the folder ``other`` (links resolved)."""
+    p, o = path.resolve(), other.resolve()
+    return p == o or (o.is_dir() and p.is_relative_to(o))
+
+
+def check_output_file(
+    out: str | Path, inputs: list[str | Path] = (), datasets: list[str | Path] = ()
+) -> None:
+    """Refuse an output file that would replace an input or write into a dataset folder.
+
+    Args:
+        out: The file a command is about to write.
+        inputs: Files (or folders) the command reads: ``out`` may be none of them.
+        datasets: Dataset folders the command reads: ``out`` may not lie inside them.
+
+    Raises:
+        DataError: Naming ``out`` and what it would destroy; also when ``out`` is a folder.
+    """
+    from saltseg.errors import DataError
+
+    out = Path(out)
+    if out.is_dir():
+        raise DataError("the output is a folder; give a file name", out)
+    for src in inputs:
+        if Path(src).exists() and _same_or_inside(out, Path(src)):
+            raise DataError(f"the output would overwrite the input {src}; choose another output", out)
+    for ds in datasets:
+        if Path(ds).is_dir() and _same_or_inside(out, Path(ds)):
+            raise DataError(
+                f"the output lies inside the dataset folder {ds}; saltseg never writes into a dataset", out
+            )
+
+
+def claim_output_dir(out: str | Path, kind: str, fresh: bool = False) -> Path:
+    """Make ``out`` a saltseg folder of ``kind`` (marker file inside), or check that it already is.
+
+    A missing or empty folder is created and marked. An existing folder must carry the marker of the same
+    kind: saltseg never writes into, nor with ``fresh`` empties, a folder it did not make.
+
+    Raises:
+        DataError: ``out`` is a file, or a non-empty folder without the marker of ``kind``.
+    """
+    import shutil
+
+    from saltseg.errors import DataError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError("the output exists and is a file, not a folder", out)
+    marker = out / MARKER_FILE
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            found = marker.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            found = None
+        if found != kind:
+            raise DataError(
+                f"the folder exists and was not made by saltseg {kind}; it is left untouched: choose a new "
+                "or empty --out",
+                out,
+            )
+        if fresh:
+            for child in out.iterdir():
+                if child.name != MARKER_FILE:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    if not marker.exists():
+        marker.write_text(kind + "\n")
+    return out

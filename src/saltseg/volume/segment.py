@@ -20,6 +20,7 @@ import torch
 
 from saltseg.errors import SaltsegError
 from saltseg.inference.sliding import predict_large
+from saltseg.utils.io import check_output_file
 from saltseg.volume.segy import amplitude_clip, create_like, open_segy, to_uint8
 
 __all__ = ["VolumeReport", "segment_segy"]
@@ -100,6 +101,7 @@ def segment_segy(
         raise SaltsegError(f"the batch size must be >= 1, got {batch_size}")
     if clip is not None and not clip > 0:
         raise SaltsegError(f"the clip amplitude must be positive, got {clip}")
+    check_output_file(dst, inputs=[src])  # never the survey itself, never a folder
     start = time.perf_counter()
 
     def segment(section: np.ndarray) -> np.ndarray:
