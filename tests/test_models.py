@@ -546,3 +546,23 @@ def test_image_head_alone_adds_a_salt_logit_and_little_else(arch: str) -> None:
     # a loss that needs the non-empty pixel head says so
     with pytest.raises(ValueError, match="mask_nonempty"):
         create_loss(LossConfig(deep_supervision=DeepSupervisionWeights()))(model(tiles()), target)
+
+
+@pytest.mark.parametrize("arch", ["vanilla_unet", "dilated_unet"])
+def test_residual_blocks_keep_shapes_and_add_shortcuts(arch: str) -> None:
+    from saltseg.models.vanilla import ResidualBlock
+
+    plain = create_model(tiny(arch, input_size=128))
+    model = create_model(tiny(arch, input_size=128, residual=True))
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert blocks and not any(isinstance(m, ResidualBlock) for m in plain.modules())
+    out = model(tiles())
+    assert out["mask"].shape == (2, 1, 101, 101) and torch.isfinite(out["mask"]).all()
+    # the same convolutions plus 1x1 projections where the width changes
+    assert 1.0 < count_parameters(model) / count_parameters(plain) < 1.3
+    block = ResidualBlock(4, 4, batchnorm=True).eval()
+    with torch.no_grad():
+        block.second[0].weight.zero_()
+        block.second[1].bias.zero_()
+        x = torch.randn(1, 4, 8, 8)
+        assert torch.allclose(block(x), torch.relu(x))  # a zero residual branch leaves the identity

@@ -49,6 +49,8 @@ class ModelConfig(BaseModel):
         base_channels: Width of the first level of ``vanilla_unet`` / ``dilated_unet``.
         depth: Number of poolings of ``vanilla_unet`` / ``dilated_unet`` (1 to 5).
         batchnorm: Batch normalisation after every convolution of ``vanilla_unet`` / ``dilated_unet``.
+        residual: Residual blocks (two 3x3 convolutions plus a shortcut) in every level of
+            ``vanilla_unet`` / ``dilated_unet`` instead of two plain convolutions.
         decreasing_dropout: Dropout at the bottleneck of ``vanilla_unet`` / ``dilated_unet``,
             decreasing linearly along the expanding path (see ``saltseg.models.vanilla``).
     """
@@ -76,6 +78,7 @@ class ModelConfig(BaseModel):
     base_channels: int = 16
     depth: int = 4
     batchnorm: bool = True
+    residual: bool = False
     decreasing_dropout: float = 0.0
 
     @field_validator("arch", "encoder")

@@ -5,9 +5,10 @@ Level ``i`` (0 = finest) has ``base_channels * 2**i`` channels; each level is tw
 ``base_channels * 2**depth`` channels. The expanding path upsamples with 2x2 transposed
 convolutions, concatenates the skip and applies two 3x3 convolutions (and scSE if configured).
 
-The dilated U-Net replaces the bottleneck by a cascade of 3x3 convolutions with dilations 1, 2, 4
-and 8 whose outputs are summed (as in the Carvana / D-LinkNet dilated centres), enlarging the
-receptive field without more pooling.
+With ``residual`` every level's pair of convolutions is a :class:`ResidualBlock` (a from-scratch
+residual U-Net). The dilated U-Net replaces the bottleneck by a cascade of 3x3 convolutions with
+dilations 1, 2, 4 and 8 whose outputs are summed (as in the Carvana / D-LinkNet dilated centres),
+enlarging the receptive field without more pooling.
 
 ``decreasing_dropout`` schedule (``p = decreasing_dropout``, ``D = depth``): dropout ``p`` after
 the bottleneck, then on the concatenated features of expanding level ``k`` (``k = 0`` deepest,
@@ -53,6 +54,45 @@ def double_conv(in_channels: int, out_channels: int, batchnorm: bool) -> nn.Sequ
     )
 
 
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut, ReLU after the sum.
+
+    The block of the from-scratch residual U-Nets of the competition (15th place, "U-Net with ResNet
+    blocks"): the same cost as :func:`double_conv`, easier to train deep from random weights.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        batchnorm: Batch norm after each convolution (and on the projection).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, batchnorm: bool) -> None:
+        super().__init__()
+        self.first = conv_bn_relu(in_channels, out_channels, batchnorm)
+        second: list[nn.Module] = [nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=not batchnorm)]
+        if batchnorm:
+            second.append(nn.BatchNorm2d(out_channels))
+        self.second = nn.Sequential(*second)
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            proj: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 1, bias=not batchnorm)]
+            if batchnorm:
+                proj.append(nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(*proj)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(second(first(x)) + shortcut(x))``."""
+        return self.relu(self.second(self.first(x)) + self.shortcut(x))
+
+
+def conv_block(in_channels: int, out_channels: int, batchnorm: bool, residual: bool) -> nn.Module:
+    """A level's block: :class:`ResidualBlock` when ``residual``, else :func:`double_conv`."""
+    if residual:
+        return ResidualBlock(in_channels, out_channels, batchnorm)
+    return double_conv(in_channels, out_channels, batchnorm)
+
+
 class DilatedBottleneck(nn.Module):
     """Cascade of dilated 3x3 convolutions whose outputs are summed.
 
@@ -93,16 +133,17 @@ class VanillaUNet(nn.Module):
 
     def __init__(self, config: ModelConfig, dilated: bool = False) -> None:
         super().__init__()
-        depth, bn = config.depth, config.batchnorm
+        depth, bn, res = config.depth, config.batchnorm, config.residual
         widths = [config.base_channels * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList(
-            double_conv(config.in_channels if i == 0 else widths[i - 1], widths[i], bn) for i in range(depth)
+            conv_block(config.in_channels if i == 0 else widths[i - 1], widths[i], bn, res)
+            for i in range(depth)
         )
         self.pool = nn.MaxPool2d(2)
         self.bottleneck: nn.Module = (
             DilatedBottleneck(widths[depth - 1], widths[depth], bn)
             if dilated
-            else double_conv(widths[depth - 1], widths[depth], bn)
+            else conv_block(widths[depth - 1], widths[depth], bn, res)
         )
         self.center: nn.Module = (
             FPA(widths[depth], widths[depth]) if config.center == "fpa" else nn.Identity()
@@ -113,7 +154,9 @@ class VanillaUNet(nn.Module):
         self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in levels)
         self.up_dropouts = nn.ModuleList(nn.Dropout(schedule[k + 1]) for k in range(depth))
         self.up_convs = nn.ModuleList(
-            nn.Sequential(double_conv(2 * widths[i], widths[i], bn), attention(config.attention, widths[i]))
+            nn.Sequential(
+                conv_block(2 * widths[i], widths[i], bn, res), attention(config.attention, widths[i])
+            )
             for i in levels
         )
         self.heads = SegmentationHeads(
