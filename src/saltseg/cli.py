@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from saltseg import __version__
 from saltseg.errors import SaltsegError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"saltseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for make, _ in COMMANDS.values():
         make(sub)

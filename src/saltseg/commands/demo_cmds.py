@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import time
 from pathlib import Path
@@ -12,59 +11,17 @@ from saltseg.cli import command
 from saltseg.errors import SaltsegError
 from saltseg.utils.io import claim_output_dir
 
-DEMO_CONFIG = {
-    "name": "demo",
-    "seed": 0,
-    "data": {"folds": 5, "stratify": "depth"},
-    "model": {
-        "arch": "unet",
-        "encoder": "resnet18",
-        "decoder_channels": [128, 64, 32, 16, 16],
-        "attention": None,
-        "hypercolumn": False,
-    },
-    "augment": {"hflip": 0.5},
-    "stages": [
-        {
-            "name": "bce_dice",
-            "epochs": 4,
-            "loss": {"name": "bce_dice"},
-            "optimizer": {"name": "adam", "lr": 0.002},
-            "schedule": {"name": "cosine", "warmup_epochs": 0.5},
-        },
-        {
-            "name": "lovasz",
-            "epochs": 3,
-            "loss": {"name": "lovasz_symmetric"},
-            "optimizer": {"name": "adam", "lr": 0.0005},
-            "schedule": {"name": "cosine"},
-        },
-    ],
-    "train": {"batch_size": 32},
-}
-
-# ``--quick``: a tiny plain U-Net for one epoch per stage (a smoke test of the pipeline in seconds)
-QUICK_CHANGES = {
-    "model": {
-        "arch": "vanilla_unet",
-        "base_channels": 8,
-        "depth": 3,
-        "attention": None,
-        "hypercolumn": False,
-    },
-    "epochs": [1, 1],
-}
+DEMO_CONFIG = "demo"
+"""The shipped config the demo trains (``saltseg config show demo``); ``--quick`` uses ``demo_quick``."""
 
 
 def demo_config(quick: bool = False) -> dict:
-    """The demo's experiment config (a copy), or its ``--quick`` variant."""
-    cfg = copy.deepcopy(DEMO_CONFIG)
-    if quick:
-        cfg["model"] = dict(QUICK_CHANGES["model"])
-        for stage, epochs in zip(cfg["stages"], QUICK_CHANGES["epochs"], strict=True):
-            stage["epochs"] = epochs
-        cfg["train"]["log_every_n_steps"] = 1  # a few batches per epoch: log every step
-    return cfg
+    """The demo's experiment config as a raw dict (a fresh copy), or its ``--quick`` variant."""
+    import yaml
+
+    from saltseg.training.config import resolve_config_path
+
+    return yaml.safe_load(resolve_config_path(DEMO_CONFIG + ("_quick" if quick else "")).read_text())
 
 
 @command(

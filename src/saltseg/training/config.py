@@ -7,6 +7,9 @@ Any key can be overridden with ``dotted.path=value`` (the value is parsed as YAM
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -250,13 +253,65 @@ def parse_config(raw: dict[str, Any], source: str | Path = "config") -> Experime
         raise ConfigError(_format_validation_error(exc), source) from None
 
 
+@dataclass(frozen=True)
+class BuiltinConfig:
+    """A config shipped inside the package (``saltseg/configs/NAME.yaml``)."""
+
+    name: str
+    path: Path
+    summary: str  # the first sentence of the file's header comment
+    score: str  # its ``# score:`` line: what it reached and where
+
+    @classmethod
+    def read(cls, path: Path) -> BuiltinConfig:
+        """Read the header comment of a shipped config."""
+        header = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("#").strip())
+        score = next((h.removeprefix("score:").strip() for h in header if h.startswith("score:")), "-")
+        text = " ".join(h for h in header if not h.startswith("score:"))
+        first = re.match(r"(.+?\.)(?=\s+[A-Z`]|$)", text)
+        return cls(path.stem, path, first.group(1) if first else text, score)
+
+
+def builtin_configs() -> dict[str, BuiltinConfig]:
+    """The configs shipped with saltseg, by name (``cpu_fast``, ``first_place``...)."""
+    folder = Path(str(resources.files("saltseg") / "configs"))
+    return {p.stem: BuiltinConfig.read(p) for p in sorted(folder.rglob("*.yaml"))}
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file path: an existing file wins, else a shipped config of that name.
+
+    Raises:
+        ConfigError: Neither a file nor a shipped config; the message lists the shipped names.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = builtin_configs()
+    key = path.stem if path.suffix in (".yaml", ".yml") and path.parent == Path() else str(name_or_path)
+    if key in shipped:
+        return shipped[key].path
+    raise ConfigError(
+        f"config file not found, and no shipped config has that name (shipped: {', '.join(shipped)})",
+        path,
+    )
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate a YAML experiment config."""
-    path = Path(path)
+    """Read, override and validate a YAML experiment config (a file, or the name of a shipped one)."""
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
+    except IsADirectoryError:
+        raise ConfigError("a config must be a YAML file, not a folder", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a text (YAML) file", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -28,7 +28,7 @@ import lightning as L
 import yaml
 
 from saltseg.errors import ConfigError, SaltsegError
-from saltseg.training.config import apply_overrides, parse_config
+from saltseg.training.config import apply_overrides, parse_config, resolve_config_path
 from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, read_study
 from saltseg.utils.io import write_json
 
@@ -259,7 +259,7 @@ def run_search(
         raise SaltsegError(f"--minutes must be positive, got {minutes}")
     if pruner not in PRUNERS:
         raise SaltsegError(f"unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})")
-    config_path, out = Path(config_path), Path(out)
+    config_path, out = resolve_config_path(config_path), Path(out)
     overrides = list(overrides or [])
     space = load_space(space_path)
     try:
