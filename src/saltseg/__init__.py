@@ -1,3 +1,3 @@
 """saltseg: salt-body segmentation of seismic images (TGS Salt Identification Challenge and beyond)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -260,6 +260,15 @@ class EnsemblePredictor:
         return probs.float().cpu().numpy(), (salt / salt_w).float().cpu().numpy() if salt_w else None
 
 
+def is_submission_csv(path: Path) -> bool:
+    """True when ``path`` starts with the Kaggle submission header (an earlier output: replaceable)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip().replace(" ", "") == "id,rle_mask"
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def predict_folder(
     models: list[str | Path],
     images: str | Path,
@@ -287,7 +296,7 @@ def predict_folder(
     if out.exists() and not out.is_dir():
         raise DataError("the prediction folder is a file", out)
     if csv_path is not None:  # never the dataset's own sample_submission.csv, nor a model file
-        check_output_file(csv_path, inputs=list(models), datasets=[images])
+        check_output_file(csv_path, inputs=list(models), datasets=[images], may_replace=is_submission_csv)
     members = resolve_models(models, best_only)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,14 +94,20 @@ def _same_or_inside(path: Path, other: Path) -> bool:
 
 
 def check_output_file(
-    out: str | Path, inputs: list[str | Path] = (), datasets: list[str | Path] = ()
+    out: str | Path,
+    inputs: Sequence[str | Path] = (),
+    datasets: Sequence[str | Path] = (),
+    may_replace: Callable[[Path], bool] | None = None,
 ) -> None:
     """Refuse an output file that would replace an input or write into a dataset folder.
 
     Args:
         out: The file a command is about to write.
-        inputs: Files (or folders) the command reads: ``out`` may be none of them.
-        datasets: Dataset folders the command reads: ``out`` may not lie inside them.
+        inputs: Files or folders the command reads: ``out`` may not be one of those files, nor an existing
+            file inside those folders unless ``may_replace(out)`` (an earlier output of the same kind).
+        datasets: Dataset folders the command reads: ``out`` may never lie inside them.
+        may_replace: Tells whether an existing file inside an input folder is the command's own kind of
+            output (for example a submission CSV written by an earlier ``predict``).
 
     Raises:
         DataError: Naming ``out`` and what it would destroy; also when ``out`` is a folder.
@@ -111,14 +117,18 @@ def check_output_file(
     out = Path(out)
     if out.is_dir():
         raise DataError("the output is a folder; give a file name", out)
-    for src in inputs:
-        if Path(src).exists() and _same_or_inside(out, Path(src)):
-            raise DataError(f"the output would overwrite the input {src}; choose another output", out)
     for ds in datasets:
         if Path(ds).is_dir() and _same_or_inside(out, Path(ds)):
             raise DataError(
                 f"the output lies inside the dataset folder {ds}; saltseg never writes into a dataset", out
             )
+    for src in map(Path, inputs):
+        if not src.exists():
+            continue
+        same = out.resolve() == src.resolve()
+        inside = src.is_dir() and out.exists() and _same_or_inside(out, src)
+        if same or (inside and not (may_replace and may_replace(out))):
+            raise DataError(f"the output would overwrite the input {src}; choose another output", out)
 
 
 def claim_output_dir(out: str | Path, kind: str, fresh: bool = False) -> Path:
