@@ -890,6 +890,8 @@ def test_predict_never_writes_the_submission_into_the_dataset_or_over_a_model(
     )
     one_error(["predict", run_a, "--images", data, "--out", pred, "--csv", tmp_path], capsys, "is a folder")
     folds = run_a / "folds.csv"  # a run's own file is an input too
-    one_error(["predict", run_a, "--images", data, "--out", pred, "--csv", folds], capsys, "overwrite the input")
+    one_error(
+        ["predict", run_a, "--images", data, "--out", pred, "--csv", folds], capsys, "overwrite the input"
+    )
     assert sample.read_bytes() == before and weights.read_bytes() == weights_before
     assert not pred.exists()  # refused before anything was written

@@ -319,3 +319,15 @@ def test_weighted_sum_is_the_sum_of_its_terms() -> None:
 def test_weighted_sum_config_errors(raw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LossConfig.model_validate(raw)
+
+
+def test_soft_targets_bce_uses_them_lovasz_rounds_them() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8)
+    soft = torch.rand(2, 1, 8, 8)
+    hard = (soft > 0.5).float()
+    bce = create_loss(LossConfig(name="bce"))
+    assert not torch.allclose(bce({"mask": logits}, soft), bce({"mask": logits}, hard))
+    for name in ("lovasz", "lovasz_symmetric"):
+        lov = create_loss(LossConfig(name=name))
+        assert torch.allclose(lov({"mask": logits}, soft), lov({"mask": logits}, hard))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from saltseg.cli import main
@@ -178,3 +179,26 @@ def test_pipeline_reuses_round1_test_predictions_when_the_pseudo_rounds_lose(
     assert r["oof_score"] == r["round1"]["oof_score_tuned"]
     assert (out / "submission.csv").read_text() == (out / "round1" / "test_pred" / "masks.csv").read_text()
     assert not (out / "test_pred").exists()  # no second prediction with the same models
+
+
+def test_pipeline_distills_the_fold_ensemble_into_one_student(
+    pipe_data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from saltseg.training.data import load_pseudo_labels
+
+    data, cfg = pipe_data
+    out = tmp_path / "distill"
+    argv = ["pipeline", str(cfg), "--data", str(data), "--out", str(out), "--test", str(data), "--distill"]
+    assert main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "student (one model, 6 soft test tiles): fold 0" in printed
+    r = json.loads((out / "pipeline.json").read_text())
+    targets = r["distill_targets"]
+    assert targets["soft"] and targets["selected"] == 6 and targets["teacher"] == str(out / "round1")
+    images, soft = load_pseudo_labels(out / "distill_targets")
+    assert soft.dtype == np.uint8 and len(images) == 6
+    assert ((soft > 0) & (soft < 255)).any()  # probabilities, not 0/255 masks
+    student = r["student"]
+    assert [f["fold"] for f in student["folds"]] == [0] and student["n_oof"] == 20
+    assert load_config(out / "student" / "config.yaml").data.pseudo_labels == str(out / "distill_targets")
+    assert student["student_fold0_oof_thr05"] == student["folds"][0]["oof_score"]

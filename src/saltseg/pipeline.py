@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from saltseg.errors import DataError
@@ -68,15 +69,24 @@ def _fit_budget(
     }
 
 
-def _round(cfg: ExperimentConfig, data_dir: Path, out: Path, resume: bool, progress: bool, log: dict) -> dict:
-    """Train every fold of ``cfg`` into ``out``, tune on the OOF predictions and write the report."""
+def _round(
+    cfg: ExperimentConfig,
+    data_dir: Path,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    log: dict,
+    folds: list[int] | None = None,
+) -> dict:
+    """Train the folds (default every fold) of ``cfg`` into ``out``, tune on their OOF predictions and
+    write the report."""
     from saltseg.diagnostics.report import write_report
     from saltseg.inference.tune import tune_run
     from saltseg.training.train import train_run
 
     t0 = time.time()
     resume = resume and (out / "config.yaml").exists()
-    summary = train_run(cfg, data_dir, out, resume=resume, progress=progress)
+    summary = train_run(cfg, data_dir, out, folds_to_run=folds, resume=resume, progress=progress)
     log["train_minutes"] = round((time.time() - t0) / 60, 2)
     t0 = time.time()
     pp, steps = tune_run(out)
@@ -107,6 +117,7 @@ def run_pipeline(
     pseudo_rounds: int = 0,
     pseudo_confidence: float = 0.97,
     calibrate: bool = True,
+    distill: bool = False,
     resume: bool = False,
     progress: bool = True,
     predict_batch_size: int = 128,
@@ -121,13 +132,18 @@ def run_pipeline(
     test predictions of the best round so far (its probabilities first calibrated by a temperature
     fitted on its out-of-fold predictions when ``calibrate``); they need ``test_images``. The final
     run is the round with the best tuned OOF score.
+
+    ``distill`` then trains one student (fold 0 held out) on the labelled tiles plus every test tile with
+    the best round's calibrated probabilities as soft targets, so that one model can predict what the
+    fold ensemble did; its fold-0 score is recorded beside the teacher's. The submission stays the best
+    round's (``saltseg predict OUT/student`` uses the student).
     """
     from saltseg.inference.predict import PRED_MASKS_FILE, predict_folder, tile_ids
 
     data_dir, out = Path(data_dir), Path(out)
     if pseudo_rounds < 0:
         raise DataError(f"pseudo_rounds must be 0 or more, got {pseudo_rounds}")
-    if pseudo_rounds and test_images is None:
+    if (pseudo_rounds or distill) and test_images is None:
         raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
     if test_members not in ("best", "all"):
         raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
@@ -143,7 +159,7 @@ def run_pipeline(
         result = {"config": cfg.name, "data": str(data_dir.resolve()), "minutes": 0.0}
         if minutes is not None:
             n_test = len(tile_ids(test_images)[0]) if test_images is not None else 0
-            rounds = 1 + pseudo_rounds
+            rounds = 1 + pseudo_rounds + int(distill)
             cfg, budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members)
             result["budget"] = budget
         out.mkdir(parents=True, exist_ok=True)
@@ -164,13 +180,9 @@ def run_pipeline(
     for k in range(2, pseudo_rounds + 2):
         assert test_images is not None
         teacher = out / f"round{best}"
-        pred = teacher / "test_pred"  # the teacher's test predictions, made for pseudo-labels
-        if f"test_round{best}" not in result:
-            meta = predict_folder(
-                [teacher], test_images, pred, batch_size=predict_batch_size, best_only=best_only
-            )
-            result[f"test_round{best}"] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
-            save()
+        pred = _teacher_predictions(
+            result, save, teacher, f"test_round{best}", Path(test_images), predict_batch_size, best_only
+        )
         pseudo_dir = out / f"pseudo{k - 1}"
         if f"pseudo{k - 1}" not in result:
             from saltseg.inference.pseudo import write_pseudo_dataset
@@ -204,6 +216,22 @@ def run_pipeline(
         if rk["oof_score_tuned"] >= result[f"round{best}"]["oof_score_tuned"]:
             best = k
     final_run = out / f"round{best}"
+    if distill:
+        assert test_images is not None
+        _distill(
+            cfg,
+            data_dir,
+            test_images,
+            out,
+            best,
+            result,
+            save,
+            calibrate,
+            resume,
+            progress,
+            predict_batch_size,
+            best_only,
+        )
     if test_images is not None:
         csv_path = out / "submission.csv"
         if "submission" not in result or not csv_path.exists():
@@ -234,3 +262,88 @@ def run_pipeline(
     result["n_oof"] = final["n_oof"]
     save()
     return result
+
+
+def _teacher_predictions(
+    result: dict,
+    save: Callable[[], None],
+    teacher: Path,
+    key: str,
+    test_images: Path,
+    batch_size: int,
+    best_only: bool,
+) -> Path:
+    """The teacher round's test predictions (``TEACHER/test_pred``), predicted once."""
+    from saltseg.inference.predict import predict_folder
+
+    pred = teacher / "test_pred"
+    if key not in result:
+        meta = predict_folder([teacher], test_images, pred, batch_size=batch_size, best_only=best_only)
+        result[key] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
+        save()
+    return pred
+
+
+def _distill(
+    cfg: ExperimentConfig,
+    data_dir: Path,
+    test_images: str | Path,
+    out: Path,
+    best: int,
+    result: dict,
+    save: Callable[[], None],
+    calibrate: bool,
+    resume: bool,
+    progress: bool,
+    batch_size: int,
+    best_only: bool,
+) -> None:
+    """Train the student of round ``best`` into ``out/student`` (fold 0) on labelled + soft test targets."""
+    from saltseg.inference.pseudo import write_pseudo_dataset
+
+    teacher = out / f"round{best}"
+    pred = _teacher_predictions(
+        result, save, teacher, f"test_round{best}", Path(test_images), batch_size, best_only
+    )
+    targets = out / "distill_targets"
+    if "distill_targets" not in result:
+        temperature = 1.0
+        if calibrate:
+            from saltseg.inference.calibrate import fit_temperature
+            from saltseg.inference.tune import load_oof
+
+            oof = load_oof(teacher, with_images=False)
+            temperature = fit_temperature(oof.probs, oof.truth)
+        result["distill_targets"] = {
+            "teacher": str(teacher),
+            **write_pseudo_dataset(
+                pred,
+                test_images,
+                targets,
+                0.0,
+                balance=False,
+                exclude=data_dir,
+                temperature=temperature,
+                soft=True,
+            ),
+        }
+        save()
+    student = result.setdefault("student", {})
+    if "oof_score_tuned" in student:
+        return
+    cfg_s = cfg.model_copy(deep=True)
+    cfg_s.data.pseudo_labels, cfg_s.data.pseudo_mode = str(targets), "mix"
+    # one student in the time of a round: its epochs shrink as its training set grows
+    n_val = result["round1"]["n_oof"] // cfg.data.folds
+    n_train = result["round1"]["n_oof"] - n_val
+    n_soft = int(result["distill_targets"]["selected"])
+    scale = cfg.data.folds * n_train / (n_train + n_soft)
+    for stage in cfg_s.stages:
+        stage.epochs = max(1, round(stage.epochs * scale))
+    if cfg_s.train.max_minutes is not None:
+        cfg_s.train.max_minutes = cfg_s.train.max_minutes * cfg.data.folds
+    _round(cfg_s, data_dir, out / "student", resume, progress, student, folds=[0])
+    teacher_fold0 = json.loads((teacher / "fold0" / "summary.json").read_text())
+    student["teacher_fold0_oof_thr05"] = teacher_fold0.get("oof_score")
+    student["student_fold0_oof_thr05"] = student["folds"][0]["oof_score"]
+    save()

@@ -168,6 +168,12 @@ def _pipeline(p: argparse.ArgumentParser):
         "--pseudo-round", action="store_true", help="one pseudo-label round (--pseudo-rounds 1)"
     )
     p.add_argument(
+        "--distill",
+        action="store_true",
+        help="then train one student (fold 0 held out) on the labelled tiles plus every test tile with the "
+        "best round's calibrated probabilities as soft targets",
+    )
+    p.add_argument(
         "--no-calibrate",
         action="store_true",
         help="apply the confidence rule to the raw probabilities (no temperature fitted on the OOF)",
@@ -198,6 +204,7 @@ def _pipeline(p: argparse.ArgumentParser):
             pseudo_rounds=1 if args.pseudo_round else args.pseudo_rounds,
             pseudo_confidence=args.confidence,
             calibrate=not args.no_calibrate,
+            distill=args.distill,
             resume=args.resume,
             progress=not args.no_progress,
             test_members=args.test_members,
@@ -217,6 +224,13 @@ def _pipeline(p: argparse.ArgumentParser):
                 )
             for step in rd["tuning"]:
                 print(f"{name} {step['step']:<36} oof {step['oof_score']:.4f}")
+        if "student" in r:
+            st = r["student"]
+            print(
+                f"student (one model, {r['distill_targets']['selected']} soft test tiles): fold 0 "
+                f"{_fmt(st['student_fold0_oof_thr05'])} vs the teacher's fold-0 model "
+                f"{_fmt(st['teacher_fold0_oof_thr05'])} -> {st['run']}"
+            )
         if "submission" in r:
             s = r["submission"]
             print(f"submission: {s['csv']} ({s['tiles']} tiles, {s['members']} models, {s['seconds']} s)")

@@ -76,6 +76,7 @@ def write_pseudo_dataset(
     balance: bool = True,
     exclude: str | Path | None = None,
     temperature: float = 1.0,
+    soft: bool = False,
 ) -> dict:
     """Select confident tiles of prediction folder ``pred_dir`` and write them to ``out``.
 
@@ -85,6 +86,10 @@ def write_pseudo_dataset(
     :func:`saltseg.inference.calibrate.fit_temperature`); the masks are those of the uncalibrated
     probabilities at the prediction's threshold. ``pseudo.json`` counts, per coverage class, the tiles
     that passed the rule and those kept after balancing.
+
+    ``soft`` writes soft targets for distillation instead of masks: the calibrated probabilities as
+    8-bit PNGs (``p * 255``; ``"soft": true`` in ``pseudo.json``), which training reads as targets in
+    [0, 1]. With ``min_confidence=0`` and ``balance=False`` every unlabelled tile is kept.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -112,9 +117,8 @@ def write_pseudo_dataset(
     for k in sel:
         tile_id = str(ids_all[k])
         shutil.copyfile(src.image_path(tile_id), tmp / "images" / f"{tile_id}.png")
-        Image.fromarray(((probs[k] > threshold) * 255).astype(np.uint8)).save(
-            tmp / "masks" / f"{tile_id}.png"
-        )
+        target = np.round(calibrated[k] * 255) if soft else (probs[k] > threshold) * 255
+        Image.fromarray(target.astype(np.uint8)).save(tmp / "masks" / f"{tile_id}.png")
     classes = coverage_class(probs[sel] > threshold) if len(sel) else np.array([], dtype=int)
     passed = coverage_class(probs[passing] > threshold) if len(passing) else np.array([], dtype=int)
     info = {
@@ -125,6 +129,7 @@ def write_pseudo_dataset(
         "balanced": balance,
         "threshold": threshold,
         "temperature": temperature,
+        "soft": soft,
         "passed": len(passing),
         "passed_per_coverage_class": {
             n: int((passed == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)

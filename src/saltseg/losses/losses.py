@@ -1,8 +1,10 @@
 """Loss modules and the :func:`create_loss` factory.
 
 Pixel losses are ``nn.Module``s with ``forward(logits, target) -> scalar`` on (B,1,H,W) logits and float
-targets in {0, 1}. :class:`SegmentationLoss` wraps one of them and takes the model's output dict, adding the
-optional deep-supervision terms.
+targets in [0, 1]: {0, 1} masks, or soft targets (a teacher's probabilities, for distillation), which BCE,
+Dice and focal use as they are and the Lovasz losses round at 0.5 (a hinge needs a sign).
+:class:`SegmentationLoss` wraps one of them and takes the model's output dict, adding the optional
+deep-supervision terms.
 """
 
 from __future__ import annotations
@@ -106,8 +108,9 @@ class LovaszHingeLoss(PixelLoss):
         return cls(per_image=cfg.per_image)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Return the Lovasz hinge."""
-        return lovasz_hinge(logits, target, per_image=self.per_image, activation=self.activation)
+        """Return the Lovasz hinge (soft targets rounded at 0.5)."""
+        hard = (target > 0.5).float()
+        return lovasz_hinge(logits, hard, per_image=self.per_image, activation=self.activation)
 
 
 class LovaszELULoss(LovaszHingeLoss):
@@ -120,8 +123,9 @@ class SymmetricLovaszLoss(LovaszHingeLoss):
     """``(lovasz(logits, y) + lovasz(-logits, 1 - y)) / 2`` (see :func:`symmetric_lovasz`)."""
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Return the symmetric Lovasz hinge."""
-        return symmetric_lovasz(logits, target, per_image=self.per_image, activation="relu")
+        """Return the symmetric Lovasz hinge (soft targets rounded at 0.5)."""
+        hard = (target > 0.5).float()
+        return symmetric_lovasz(logits, hard, per_image=self.per_image, activation="relu")
 
 
 class FocalLoss(PixelLoss):
@@ -210,7 +214,7 @@ class SegmentationLoss(nn.Module):
         target = target.float()
         if target.ndim == 3:
             target = target.unsqueeze(1)
-        nonempty = target.reshape(target.shape[0], -1).sum(dim=1) > 0
+        nonempty = target.reshape(target.shape[0], -1).amax(dim=1) > 0.5  # soft targets: p > 0.5 somewhere
 
         if "mask" not in outputs:
             if "salt" not in outputs:

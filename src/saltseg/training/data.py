@@ -69,9 +69,10 @@ Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Ten
 
 
 class TileDataset(Dataset):
-    """Tiles as ``(image (1,H,W) float in [0,1], mask (1,H,W) float {0,1})``, optionally augmented.
+    """Tiles as ``(image (1,H,W) float in [0,1], mask (1,H,W) float in [0,1])``, optionally augmented.
 
-    Holds arrays in memory, or reads each PNG on access when given paths (lazy mode).
+    Holds arrays in memory, or reads each PNG on access when given paths (lazy mode). Boolean masks give
+    {0, 1} targets; uint8 masks are soft targets ``p * 255`` (a teacher's probabilities, distillation).
     """
 
     def __init__(
@@ -96,20 +97,33 @@ class TileDataset(Dataset):
             msk = read_mask(msk)
         x = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255.0)[None]
         y = torch.from_numpy(np.ascontiguousarray(msk)).float()[None]
+        if msk.dtype == np.uint8:
+            y = y.div_(255.0)
         if self.transform is not None:
             x, y = self.transform(x, y)
         return x, y
 
 
 def load_pseudo_labels(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a pseudo-label dataset written by ``saltseg pseudo`` (images/ + masks/ folders)."""
+    """Read a pseudo-label dataset written by ``saltseg pseudo`` (images/ + masks/ folders).
+
+    Masks are boolean, or with ``"soft": true`` in its ``pseudo.json`` the teacher's probabilities as
+    uint8 ``p * 255`` (soft targets for distillation).
+    """
+    import json
+
     src = open_dataset(folder)
     if not src.labelled_ids:
         raise DataError("no pseudo-labelled tiles found (expected images/ and masks/)", folder)
-    return (
-        load_images([src.image_path(i) for i in src.labelled_ids]),
-        load_masks([src.mask_path(i) for i in src.labelled_ids]),
-    )
+    images = load_images([src.image_path(i) for i in src.labelled_ids])
+    info_file = Path(folder) / "pseudo.json"
+    try:
+        soft = bool(json.loads(info_file.read_text()).get("soft")) if info_file.exists() else False
+    except (OSError, ValueError, AttributeError):
+        raise DataError("not a readable pseudo.json", info_file) from None
+    if soft:  # probabilities as grey levels: read as images, not as binary masks
+        return images, load_images([src.mask_path(i) for i in src.labelled_ids])
+    return images, load_masks([src.mask_path(i) for i in src.labelled_ids])
 
 
 class SaltDataModule(L.LightningDataModule):
