@@ -97,7 +97,6 @@ def run_reference(tiles: LabelledTiles, minutes: float, seed: int = 0) -> dict:
         "score_last": curve[-1]["score"],
         "score_best": max(c["score"] for c in curve),
         "curve": curve,
-        "breakdown": coverage_scores(out),
     }
 
 
@@ -160,6 +159,7 @@ def run_saltseg(cfg_path: Path, data: Path, out: Path, minutes: float, overrides
         "tuning": log,
         "postprocess": pp.model_dump(),
         "curve": curve,
+        "breakdown": coverage_scores(out),
     }
 
 
