@@ -122,7 +122,7 @@ def test_fold_of_an_id_does_not_depend_on_input_order(by: str) -> None:
         assert shuffled == folds
 
 
-@pytest.mark.parametrize(("n", "k"), [(10, 2), (11, 3), (3199, 5), (7, 10)])
+@pytest.mark.parametrize(("n", "k"), [(10, 2), (11, 3), (3199, 5), (7, 3)])
 def test_fold_sizes_balanced(n: int, k: int) -> None:
     z = np.random.default_rng(n).integers(50, 960, n).astype(float)
     sizes = _sizes(make_folds(_ids(n), k=k, depths=z), k)
@@ -132,8 +132,11 @@ def test_fold_sizes_balanced(n: int, k: int) -> None:
 def test_make_folds_errors() -> None:
     ids = _ids(10)
     z = np.arange(10, dtype=float)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(DataError, match="at least 2"):
         make_folds(ids, k=1, depths=z)
+    with pytest.raises(DataError, match="use at most 5 folds"):  # 1-tile validation folds score nothing
+        make_folds(ids, k=6, depths=z)
+    assert len(set(make_folds(ids, k=5, depths=z).values())) == 5
     with pytest.raises(DataError, match="duplicate ids"):
         make_folds([*ids[:9], ids[0]], depths=z)
     with pytest.raises(DataError, match="need depths"):

@@ -370,3 +370,32 @@ def test_fold_state_keeps_a_zero_best_score(tmp_path: Path) -> None:
     assert FoldState.load(path).best_score == 0.0
     FoldState(completed=[]).save(path)
     assert FoldState.load(path).best_score == float("-inf")
+
+
+def test_bad_fold_numbers_are_refused_before_anything_is_written(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one_epoch = {"stages": [{"epochs": 1}], "train": {"limit_train_batches": 1}}
+    cfg = write_config(tmp_path, "one", tiny_config(**one_epoch))
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--data", str(data_dir), "--fold", "7", "--out", str(run)]) == 2
+    assert "fold 7 does not exist" in capsys.readouterr().err
+    assert not run.exists()  # the corrected rerun is not refused as "already holds a run"
+    assert train(cfg, data_dir, run) == 0
+    many = write_config(tmp_path, "many", tiny_config(**one_epoch, data={"folds": 500}))
+    assert train(many, data_dir, tmp_path / "r500") == 2
+    assert "use at most 32 folds" in capsys.readouterr().err
+    assert main(["data", "folds", str(data_dir), "--k", "1000", "--out", str(tmp_path / "f.csv")]) == 2
+    assert "fewer than 2 tiles per validation fold" in capsys.readouterr().err
+    assert main(["data", "folds", str(data_dir), "--k", "1", "--out", str(tmp_path / "f.csv")]) == 2
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_a_batch_larger_than_the_fold_is_an_error_not_an_untrained_model(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_config(tmp_path, "big", tiny_config(train={"batch_size": 100000}))
+    assert train(cfg, data_dir, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size 100000 is larger than fold 0's 48 training tiles" in err
+    assert not list((tmp_path / "run").rglob("*.safetensors"))

@@ -21,6 +21,10 @@ def coverage_strata(coverages: np.ndarray) -> np.ndarray:
     return np.where(cov > 0, np.ceil(cov * 10).clip(1, 10), 0).astype(np.int64)
 
 
+MIN_TILES_PER_FOLD = 2
+"""Fewest validation tiles a fold may have (more folds than this allows are refused)."""
+
+
 def make_folds(
     ids: list[str],
     k: int = 5,
@@ -36,9 +40,14 @@ def make_folds(
     result depends only on the set of ids, their keys and the seed, not on the input order.
     """
     if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
+        raise DataError(f"the number of folds must be at least 2, got {k}")
     if len(set(ids)) != len(ids):
         raise DataError("duplicate ids given to make_folds")
+    if len(ids) < MIN_TILES_PER_FOLD * k:
+        raise DataError(
+            f"{k} folds of {len(ids)} labelled tiles leave fewer than {MIN_TILES_PER_FOLD} tiles per "
+            f"validation fold (a meaningless score); use at most {len(ids) // MIN_TILES_PER_FOLD} folds"
+        )
     order_in = np.argsort(np.asarray(ids, dtype=object).astype(str), kind="stable")
     sorted_ids = [ids[i] for i in order_in]
     n = len(sorted_ids)

@@ -358,6 +358,12 @@ def train_fold(
     model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold, folds)
     pseudo = load_pseudo_labels(cfg.data.pseudo_labels) if cfg.data.pseudo_labels else None
     dm = build_datamodule(cfg, tiles, train_idx, val_idx, pseudo)
+    n_train = len(train_idx)  # labelled tiles: every stage trains on them
+    if n_train // cfg.train.batch_size == 0:  # the last partial batch is dropped: no step would run
+        raise SaltsegError(
+            f"train.batch_size {cfg.train.batch_size} is larger than fold {fold}'s {n_train} training "
+            "tiles: no training step would run; give a smaller train.batch_size"
+        )
     module = SaltModule(model, cfg)
     started = time.time()
     total_epochs = sum(s.epochs for s in cfg.stages)
@@ -536,11 +542,11 @@ def train_run(
     ``callbacks``: extra Lightning callbacks given to every stage of every fold.
     """
     out = Path(out)
-    tiles, folds = prepare_run(cfg, data_dir, out, resume)
     todo = list(range(cfg.data.folds)) if folds_to_run is None else folds_to_run
-    for k in todo:
+    for k in todo:  # before anything is written: a corrected rerun must not find a half-made run
         if not 0 <= k < cfg.data.folds:
             raise SaltsegError(f"fold {k} does not exist (folds are 0..{cfg.data.folds - 1})")
+    tiles, folds = prepare_run(cfg, data_dir, out, resume)
     for k in todo:
         try:
             train_fold(
