@@ -895,3 +895,22 @@ def test_predict_never_writes_the_submission_into_the_dataset_or_over_a_model(
     )
     assert sample.read_bytes() == before and weights.read_bytes() == weights_before
     assert not pred.exists()  # refused before anything was written
+
+
+def test_predict_refuses_a_sample_submission_id_without_an_image(
+    run_a: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    gone = sample_ids(copy)[3]
+    (copy / "test" / "images" / f"{gone}.png").unlink()
+    sub = tmp_path / "sub.csv"
+    one_error(
+        ["predict", run_a, "--images", copy, "--out", tmp_path / "pred", "--csv", sub],
+        capsys,
+        "sample_submission.csv",
+        gone,
+    )
+    assert not sub.exists()

@@ -23,8 +23,12 @@ def format_breakdown(breakdown: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def evaluate_predictions(predictions: str | Path, data_dir: str | Path) -> list[str]:
-    """Score the labelled tiles of ``data_dir`` found in ``predictions``; the last line is ``score: X``."""
+def evaluate_predictions(predictions: str | Path, data_dir: str | Path, partial: bool = False) -> list[str]:
+    """Score the labelled tiles of ``data_dir`` against ``predictions``; the last line is ``score: X``.
+
+    Every labelled tile must be in the file (a missing one would otherwise drop out of the mean);
+    ``partial`` scores only those present and says how many were left out.
+    """
     predictions = Path(predictions)
     if predictions.is_dir():
         predictions = predictions / PRED_MASKS_FILE
@@ -35,6 +39,13 @@ def evaluate_predictions(predictions: str | Path, data_dir: str | Path) -> list[
     ids = [i for i in src.labelled_ids if i in pred]
     if not ids:
         raise DataError(f"no id of the submission is a labelled tile of {data_dir}", predictions)
+    absent = [i for i in src.labelled_ids if i not in pred]
+    if absent and not partial:
+        raise DataError(
+            f"{len(absent)} of the {len(src.labelled_ids)} labelled tiles of {data_dir} are not in the file "
+            f"(first: {', '.join(absent[:3])}); give --partial to score only the {len(ids)} present",
+            predictions,
+        )
     truth = load_masks([src.mask_path(i) for i in ids])
     p = np.stack([pred[i] for i in ids])
     scores = kaggle_scores(p, truth)

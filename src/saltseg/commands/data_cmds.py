@@ -81,11 +81,12 @@ def _synth(p: argparse.ArgumentParser):
 def _evaluate(p: argparse.ArgumentParser):
     p.add_argument("predictions", type=Path, help="a Kaggle-format CSV or a prediction folder")
     p.add_argument("data_dir", type=Path)
+    p.add_argument("--partial", action="store_true", help="score only the labelled tiles present in the file")
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.evaluation import evaluate_predictions
 
-        for line in evaluate_predictions(args.predictions, args.data_dir):
+        for line in evaluate_predictions(args.predictions, args.data_dir, partial=args.partial):
             print(line)
         return 0
 

@@ -156,7 +156,14 @@ def tile_ids(images: str | Path, split: str = "test") -> tuple[list[str], dict[s
         if src.sample_submission is not None and src.layout == "kaggle":
             order = [i for i, _ in read_csv_column_pairs(src.sample_submission, "id", "rle_mask")]
             known = set(ids)
-            ids = [i for i in order if i in known] + sorted(known - set(order))
+            missing = [i for i in order if i not in known]
+            if missing:  # the submission would silently lack these rows
+                raise DataError(
+                    f"lists {len(missing)} id(s) with no test image (first: {', '.join(missing[:3])}); "
+                    "restore the images or remove the ids",
+                    src.sample_submission,
+                )
+            ids = order + sorted(known - set(order))
     elif split == "train":
         ids = list(src.labelled_ids)
     else:
