@@ -225,7 +225,7 @@ def test_evaluate_prediction_folder_and_errors(tiny_kaggle_dir: MakeTiny, tmp_pa
     folder = tmp_path / "pred"
     write_submission(folder / PRED_MASKS_FILE, d.train_ids[:3], [d.masks[i] for i in d.train_ids[:3]])
     # half the labelled tiles missing: an error, not a perfect score over the other half
-    with pytest.raises(DataError, match="3 of the 6 labelled tiles .* are not in the file"):
+    with pytest.raises(DataError, match=r"3 of the 6 labelled tiles .* are not in the file"):
         evaluate_predictions(folder, d.root)
     lines = evaluate_predictions(folder, d.root, partial=True)
     assert lines[-1] == "score: 1.0000" and "3 labelled tiles not in the file" in lines[0]
