@@ -205,6 +205,31 @@ def plot_curves(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plot_compare(paths: list[Path], out: Path) -> None:
+    """The saltseg learning curves of several results JSONs in one figure (recipes side by side)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for path in paths:
+        r = json.loads(path.read_text())
+        s = r["saltseg"]
+        c = s["curve"]
+        label = f"{s['config']} ({s['epochs']} epochs, final {s['score_tuned']:.3f})"
+        ax.plot([p["minutes"] for p in c], [p["score"] for p in c], marker="o", ms=2.5, label=label)
+    ax.set_xlabel("training minutes (2-core CPU)")
+    ax.set_ylabel("fold-0 validation score (flip TTA, threshold 0.5)")
+    ax.set_ylim(0.4, 0.85)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("TGS salt fold 0, 30-minute recipes")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data/tgs-salt"))
@@ -220,7 +245,12 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--plot-from", type=Path, help="only redraw the learning-curve plot from a results JSON")
     ap.add_argument("--breakdown", type=Path, help="only print the coverage breakdown of a tuned run folder")
+    ap.add_argument("--compare", type=Path, nargs="+", help="only plot these results JSONs' curves together")
+    ap.add_argument("--compare-out", type=Path, default=Path("benchmarks/figures/recipes_30min.png"))
     args = ap.parse_args()
+    if args.compare:
+        plot_compare(args.compare, args.compare_out)
+        return
     if args.breakdown:
         print(json.dumps(coverage_scores(args.breakdown), indent=1))
         return
