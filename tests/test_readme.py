@@ -54,6 +54,7 @@ def test_quick_start_runs_as_written(user_dir: Path, capsys: pytest.CaptureFixtu
 
 def test_python_example_runs_as_written(user_dir: Path) -> None:
     code = block("From Python, the same steps", "python")
+    code += "\nassert masks.shape == (len(paths), 101, 101) and masks.dtype == bool and len(paths) == 8\n"
     assert KAGGLE in code and "stages.0.epochs=10" in code
     code = code.replace(KAGGLE, str(user_dir)).replace("stages.0.epochs=10", "stages.0.epochs=1")
     code = code.replace("stages.1.epochs=14", "stages.1.epochs=1")
