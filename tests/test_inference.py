@@ -914,3 +914,30 @@ def test_predict_refuses_a_sample_submission_id_without_an_image(
         gone,
     )
     assert not sub.exists()
+
+
+def test_damaged_or_diverged_weights_are_refused(
+    tmp_path: Path, run_a: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from saltseg.checkpoints import load_model, save_weights
+
+    good = run_a / "fold0" / "best.safetensors"
+    raw = bytearray(good.read_bytes())
+    raw[-10] ^= 0x01  # one flipped bit in the last tensor's bytes: still a readable safetensors file
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(raw))
+    one_error(
+        ["predict", flipped, "--images", data, "--out", tmp_path / "p"], capsys, str(flipped), "checksum"
+    )
+    model = load_model(good)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.ndim > 1).view(-1)[0] = float("nan")
+    nan = save_weights(model, tmp_path / "nan.safetensors")
+    one_error(["predict", nan, "--images", data, "--out", tmp_path / "p"], capsys, str(nan), "NaN or Inf")
+    assert not (tmp_path / "p" / "masks.csv").exists()
+    broken_info = _rewrite_metadata(good, tmp_path / "info.safetensors", lambda m: m.update(info="{not json"))
+    one_error(
+        ["predict", broken_info, "--images", data, "--out", tmp_path / "p"],
+        capsys,
+        "'info' is not valid JSON",
+    )

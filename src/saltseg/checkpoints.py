@@ -1,10 +1,13 @@
 """Model weights as safetensors, with the model config in the file's metadata.
 
-A checkpoint never unpickles code: weights are tensors (safetensors) and the config is JSON.
+A checkpoint never unpickles code: weights are tensors (safetensors) and the config is JSON. The
+metadata also holds a SHA-256 of the tensors (safetensors has no checksum of its own), verified on load,
+and weights holding NaN or Inf are refused (they would predict empty masks without a word).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,16 @@ def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_weights(model: torch.nn.Module, path: str | Path, **info: Any) -> Path:
     """Save ``model``'s weights and config (``model.config``) to a safetensors file, atomically."""
     path = Path(path)
@@ -39,8 +52,10 @@ def save_weights(model: torch.nn.Module, path: str | Path, **info: Any) -> Path:
         "model_config": config.model_dump_json(),
         "info": json.dumps(info, default=str),
     }
+    state = _plain_state_dict(model)
+    meta["tensors_sha256"] = tensors_digest(state)
     with atomic_path(path) as tmp:
-        save_file(_plain_state_dict(model), str(tmp), metadata=meta)
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 
@@ -66,7 +81,11 @@ def read_metadata(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise CheckpointError(
             f"the model config stored in the checkpoint is invalid ({where}: {err['msg']})", path
         ) from None
-    return config, json.loads(meta.get("info", "{}"))
+    try:
+        info = json.loads(meta.get("info", "{}"))
+    except json.JSONDecodeError:
+        raise CheckpointError("the checkpoint's metadata 'info' is not valid JSON", path) from None
+    return config, info if isinstance(info, dict) else {}
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
@@ -78,6 +97,17 @@ def load_model(path: str | Path, map_location: str = "cpu") -> torch.nn.Module:
         state = load_file(str(path), device=map_location)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"corrupt weights ({exc})", path) from None
+    with safe_open(str(path), framework="pt") as f:
+        digest = (f.metadata() or {}).get("tensors_sha256")
+    if digest is not None and tensors_digest(state) != digest:  # older files carry none
+        raise CheckpointError("the weights are damaged: their checksum does not match the metadata", path)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(
+            f"{len(bad)} weight tensor(s) hold NaN or Inf (first: {bad[0]}); the training that wrote them "
+            "diverged: retrain, for example with a lower learning rate",
+            path,
+        )
     # saltseg < 0.2 saved the never-used first attention of the skip-less last U-Net block: drop it
     expected = model.state_dict().keys()
     state = {k: v for k, v in state.items() if k in expected or ".attention1." not in k}
