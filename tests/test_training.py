@@ -399,3 +399,26 @@ def test_a_batch_larger_than_the_fold_is_an_error_not_an_untrained_model(
     err = capsys.readouterr().err
     assert "train.batch_size 100000 is larger than fold 0's 48 training tiles" in err
     assert not list((tmp_path / "run").rglob("*.safetensors"))
+
+
+def test_a_tile_missing_its_mask_or_image_stops_training_unless_skipped(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    masks = sorted((data / "train" / "masks").glob("*.png"))
+    masks[0].unlink()  # an image without its mask
+    (data / "train" / "images" / masks[1].name).unlink()  # a mask without its image
+    cfg = write_config(tmp_path, "one", tiny_config(stages=[{"epochs": 1}], train={"limit_train_batches": 1}))
+    assert train(cfg, data, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert (
+        "2 training tile(s) lack their image or mask" in err
+        and masks[0].stem in err
+        and "--skip-missing" in err
+    )
+    assert not (tmp_path / "run").exists()
+    assert train(cfg, data, tmp_path / "run", "--skip-missing") == 0
+    assert len((tmp_path / "run" / "folds.csv").read_text().splitlines()) == 1 + 62  # header + complete tiles

@@ -46,7 +46,7 @@ def _fit_budget(
     from saltseg.training.budget import fit_epochs_to_budget, measure_epoch_seconds
     from saltseg.training.data import LabelledTiles
 
-    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
+    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     n = len(tiles.ids)
     n_val = n // cfg.data.folds
     measured = measure_epoch_seconds(cfg, tiles, n - n_val, n_val)

@@ -30,9 +30,20 @@ def _accept_overrides_anywhere(p: argparse.ArgumentParser) -> None:
     p.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The ``key=value`` overrides, plus those the options stand for (``--skip-missing``)."""
+    extra = ["data.skip_missing=true"] if getattr(args, "skip_missing", False) else []
+    return [*(args.overrides or []), *extra]
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", type=Path, required=True, help="dataset folder (Kaggle layout or images/+masks/)"
+    )
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="train on the complete tiles when some lack their image or mask (data.skip_missing=true)",
     )
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config key")
     _accept_overrides_anywhere(p)
@@ -62,7 +73,7 @@ def _train(p: argparse.ArgumentParser):
         from saltseg.training.config import load_config
         from saltseg.training.train import train_run
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, _overrides(args))
         summary = train_run(
             cfg,
             args.data,
@@ -129,7 +140,7 @@ def _lr_find(p: argparse.ArgumentParser):
         from saltseg.training.config import load_config
         from saltseg.training.lr_find import lr_find
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, _overrides(args))
         lr, plot = lr_find(cfg, args.data, args.out, fold=args.fold, steps=args.steps)
         if lr != lr:  # NaN: the curve was too short or too flat
             print(f"no suggested lr (too few steps for a suggestion; try more --steps)  (plot: {plot})")
@@ -194,7 +205,7 @@ def _pipeline(p: argparse.ArgumentParser):
 
         if args.minutes is not None and args.minutes <= 0:
             raise SaltsegError(f"--minutes must be positive, got {args.minutes}")
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, _overrides(args))
         r = run_pipeline(
             cfg,
             args.data,
@@ -279,7 +290,7 @@ def _search(p: argparse.ArgumentParser):
             minutes=args.minutes,
             fold=args.fold,
             pruner=args.pruner,
-            overrides=args.overrides,
+            overrides=_overrides(args),
             seed=args.seed,
             progress=args.progress,
         )
@@ -332,7 +343,7 @@ def _config(p: argparse.ArgumentParser):
             console = Console()
             (console if console.is_terminal else Console(width=160)).print(table)
             return 0
-        print(dump_config(load_config(args.config, args.overrides)), end="")
+        print(dump_config(load_config(args.config, _overrides(args))), end="")
         return 0
 
     return run

@@ -38,6 +38,7 @@ class DataConfig(_Strict):
         pseudo_mode: ``mix`` adds them to every stage's training tiles; ``pretrain`` trains the
             ``pretrain_stages`` on labelled + pseudo tiles and the later stages on labelled tiles only.
         pretrain_stages: Number of leading stages that see pseudo-labels in ``pretrain`` mode.
+        skip_missing: Train on the complete tiles when some lack their image or mask (else an error).
     """
 
     folds: int = Field(5, ge=2)
@@ -47,6 +48,7 @@ class DataConfig(_Strict):
     pseudo_labels: str | None = None
     pseudo_mode: Literal["mix", "pretrain"] = "mix"
     pretrain_stages: int = Field(1, ge=1)
+    skip_missing: bool = False
 
 
 class OptimizerConfig(_Strict):

@@ -27,11 +27,26 @@ class LabelledTiles:
     masks: np.ndarray | None
 
     @classmethod
-    def load(cls, data_dir: str | Path, cache: bool = True) -> LabelledTiles:
-        """Find the labelled tiles of ``data_dir``; read them all into memory when ``cache``."""
+    def load(cls, data_dir: str | Path, cache: bool = True, skip_missing: bool = False) -> LabelledTiles:
+        """Find the labelled tiles of ``data_dir``; read them all into memory when ``cache``.
+
+        A mask without its image, or (Kaggle layout) a training image without its mask, is an error
+        naming the first ones: training would silently lose those tiles. ``skip_missing`` trains on the
+        complete tiles only.
+        """
         src = open_dataset(data_dir)
         if not src.labelled_ids:
             raise DataError("no labelled tiles (images with masks) found", data_dir)
+        missing = [f"{i} (no image)" for i in src.orphan_masks]
+        if src.layout == "kaggle":
+            missing += [f"{i} (no mask)" for i in src.images_without_masks]
+        if missing and not skip_missing:
+            raise DataError(
+                f"{len(missing)} training tile(s) lack their image or mask "
+                f"(first: {', '.join(missing[:3])}); restore them, or train on the complete tiles only "
+                "with --skip-missing (data.skip_missing=true)",
+                data_dir,
+            )
         ids = list(src.labelled_ids)
         images = masks = None
         if cache:
@@ -59,7 +74,7 @@ class LabelledTiles:
 
 def folds_for(data_dir: str | Path, k: int = 5, by: str = "depth", seed: int = 0) -> dict[str, int]:
     """The K-fold assignment of the labelled tiles of ``data_dir``."""
-    tiles = LabelledTiles.load(data_dir, cache=by in ("coverage", "depth_coverage"))
+    tiles = LabelledTiles.load(data_dir, cache=by in ("coverage", "depth_coverage"), skip_missing=True)
     depths = tiles.source.depth_array(tiles.ids) if tiles.source.depths else None
     cov = tiles.coverages() if by in ("coverage", "depth_coverage") else None
     return make_folds(tiles.ids, k=k, by=by, depths=depths, coverages=cov, seed=seed)  # type: ignore[arg-type]

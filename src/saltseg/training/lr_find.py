@@ -28,7 +28,7 @@ def lr_find(
     out.mkdir(parents=True, exist_ok=True)
     quiet_lightning()
     L.seed_everything(cfg.seed, verbose=False)
-    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
+    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     model, train_idx, val_idx = prepare_fold_split(cfg, tiles, fold)
     dm = build_datamodule(cfg, tiles, train_idx, val_idx)
     module = SaltModule(model, cfg)

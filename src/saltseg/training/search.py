@@ -391,7 +391,7 @@ def _fit(cfg, data_dir: str | Path, minutes: float, fold: int):
     from saltseg.training.budget import fit_epochs_to_budget
     from saltseg.training.data import LabelledTiles
 
-    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
+    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     n = len(tiles.ids)
     n_val = n // cfg.data.folds
     fitted, _ = fit_epochs_to_budget(cfg, tiles, minutes, n - n_val, n_val)

@@ -512,7 +512,7 @@ def prepare_run(
         raise SaltsegError(
             f"run folder {out} already holds a run; use --resume to continue it or choose another --out"
         )
-    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache)
+    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     folds_csv = out / "folds.csv"
     if not writer:
         return tiles, load_folds(folds_csv) if folds_csv.exists() else fold_assignment(cfg, tiles)
