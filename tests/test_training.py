@@ -422,3 +422,24 @@ def test_a_tile_missing_its_mask_or_image_stops_training_unless_skipped(
     assert not (tmp_path / "run").exists()
     assert train(cfg, data, tmp_path / "run", "--skip-missing") == 0
     assert len((tmp_path / "run" / "folds.csv").read_text().splitlines()) == 1 + 62  # header + complete tiles
+
+
+def test_resume_refuses_another_config_or_other_data(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    cfg = write_config(tmp_path, "one", tiny_config(stages=[{"epochs": 1}], train={"limit_train_batches": 1}))
+    run = tmp_path / "run"
+    assert train(cfg, data_dir, run) == 0
+    config_before = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert train(cfg, data_dir, run, "--resume", "stages.0.optimizer.lr=0.1", "seed=3") == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and "seed" in err and "stages.0.optimizer.lr" in err
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    assert train(cfg, other, run, "--resume") == 2
+    assert "other data" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == config_before  # the run's record is untouched
+    assert train(cfg, data_dir, run, "--resume") == 0

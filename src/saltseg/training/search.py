@@ -28,7 +28,7 @@ import lightning as L
 import yaml
 
 from saltseg.errors import ConfigError, SaltsegError
-from saltseg.training.config import apply_overrides, parse_config, resolve_config_path
+from saltseg.training.config import apply_overrides, load_config, parse_config, resolve_config_path
 from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, read_study
 from saltseg.utils.io import write_json
 
@@ -321,7 +321,9 @@ def run_search(
         resume = retried is not None and (run_dir / "config.yaml").exists()
         trial.set_user_attr("run", str(run_dir.relative_to(out)))
         started = time.time()
-        if minutes is not None and not resume:
+        if resume:  # continue the trial with the config it started with (its fitted epochs)
+            cfg = load_config(run_dir / "config.yaml")
+        elif minutes is not None:
             cfg = _fit(cfg, data_dir, minutes, fold)
         record = {"number": trial.number, "params": params, "state": "running", "value": None}
         run_dir.mkdir(parents=True, exist_ok=True)

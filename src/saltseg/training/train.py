@@ -499,6 +499,37 @@ def _finish_fold(
     return summary
 
 
+def _differences(a: object, b: object, prefix: str = "") -> list[str]:
+    """Dotted keys where two nested dicts / lists / values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{prefix}{i}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _check_resume_matches(cfg: ExperimentConfig, data_dir: str | Path, out: Path) -> None:
+    """``--resume`` must continue the same run: same resolved config, same data folder."""
+    from saltseg.training.config import load_config
+
+    old = load_config(out / "config.yaml")
+    changed = _differences(old.model_dump(mode="json"), cfg.model_dump(mode="json"))
+    if changed:
+        raise SaltsegError(
+            f"--resume with another config than the run's (differs in {', '.join(changed[:5])}); resume "
+            "without those overrides, or train into a new --out",
+            out,
+        )
+    try:
+        recorded = json.loads((out / "data.json").read_text())["data_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an older run without data.json: the tile ids are still compared
+    if Path(recorded) != Path(data_dir).resolve():
+        raise SaltsegError(f"--resume with other data ({data_dir}) than the run's ({recorded})", out)
+
+
 def prepare_run(
     cfg: ExperimentConfig, data_dir: str | Path, out: Path, resume: bool
 ) -> tuple[LabelledTiles, dict[str, int]]:
@@ -512,6 +543,8 @@ def prepare_run(
         raise SaltsegError(
             f"run folder {out} already holds a run; use --resume to continue it or choose another --out"
         )
+    if writer and resume and (out / "config.yaml").exists():
+        _check_resume_matches(cfg, data_dir, out)
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     folds_csv = out / "folds.csv"
     if not writer:
@@ -519,6 +552,12 @@ def prepare_run(
     out.mkdir(parents=True, exist_ok=True)
     if resume and folds_csv.exists():
         folds = load_folds(folds_csv)
+        if set(folds) != set(tiles.ids):
+            raise SaltsegError(
+                f"--resume with other tiles: the run was split over {len(folds)} tiles, {data_dir} has "
+                f"{len(tiles.ids)} ({len(set(folds) ^ set(tiles.ids))} differ); train into a new --out",
+                out,
+            )
     else:
         folds = fold_assignment(cfg, tiles)
         save_folds(folds_csv, folds)
