@@ -443,3 +443,41 @@ def test_resume_refuses_another_config_or_other_data(
     assert "other data" in capsys.readouterr().err
     assert (run / "config.yaml").read_text() == config_before  # the run's record is untouched
     assert train(cfg, data_dir, run, "--resume") == 0
+
+
+def test_ctrl_c_in_training_is_an_interrupt_that_resumes(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lightning as L
+
+    from saltseg.training.train import TrainingInterrupted, train_run
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    cfg = load_config(write_config(tmp_path, "two", tiny_config(train={"limit_train_batches": 2})))
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train_run(cfg, data_dir, run, folds_to_run=[0], progress=False, callbacks=[CtrlC()])
+    assert not (run / "fold0" / "summary.json").exists()
+    summary = train_run(cfg, data_dir, run, folds_to_run=[0], resume=True, progress=False)
+    assert summary["folds"][0]["status"] == "done" and summary["folds"][0]["epochs"] == 2
+    # the CLI's words for it
+    from saltseg import cli
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise TrainingInterrupted("continue with --resume (run folder X)")
+
+    import saltseg.training.train as train_mod
+
+    original = train_mod.train_run
+    train_mod.train_run = interrupted
+    try:
+        assert (
+            cli.main(["train", str(tmp_path / "two.yaml"), "--data", str(data_dir), "--out", str(run)]) == 130
+        )
+    finally:
+        train_mod.train_run = original
+    assert capsys.readouterr().err.strip() == "error: interrupted (continue with --resume (run folder X))"

@@ -73,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"error: interrupted{detail}", file=sys.stderr)
         return 130
     except Exception as exc:  # an internal error: one line unless --debug
         if args.debug:

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 import warnings
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ def is_launcher_rank_zero() -> bool:
     local = int(os.environ.get("LOCAL_RANK", "0") or 0)
     node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", "0")) or 0)
     return local == 0 and node == 0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the last checkpoint is kept, ``--resume`` continues from it."""
 
 
 class TrainingFailed(SaltsegError):
@@ -405,9 +410,19 @@ def train_fold(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-            trainer.fit(
-                module, datamodule=dm, ckpt_path=ckpt if resume and ckpt.exists() else None, weights_only=True
-            )
+            try:
+                trainer.fit(
+                    module,
+                    datamodule=dm,
+                    ckpt_path=ckpt if resume and ckpt.exists() else None,
+                    weights_only=True,
+                )
+            except SystemExit:
+                if not trainer.interrupted:
+                    raise
+                # Lightning met Ctrl-C, shut down and calls sys.exit(1): say so, exit 130, resumable
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise TrainingInterrupted(f"continue with --resume (run folder {fold_dir.parent})") from None
         state.best_score = max(state.best_score, keeper.best_score)
         is_zero = trainer.is_global_zero
         if not is_zero:
