@@ -446,7 +446,7 @@ def test_resume_refuses_another_config_or_other_data(
 
 
 def test_ctrl_c_in_training_is_an_interrupt_that_resumes(
-    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import lightning as L
 
