@@ -105,6 +105,10 @@ def test_unknown_key_names_key_and_file(tmp_path: Path, mutate, key: str) -> Non
         (lambda d: d["data"].update(folds=1), "data.folds"),
         (lambda d: d["train"].update(num_workers=-1), "train.num_workers"),
         (lambda d: d["train"].update(num_workers="all"), "train.num_workers"),
+        (lambda d: d["train"].update(precision="banana"), "train.precision"),
+        (lambda d: d["train"].update(accelerator="tpu"), "train.accelerator"),
+        (lambda d: d["train"].update(limit_train_batches=-1), "train.limit_train_batches"),
+        (lambda d: d["model"].update(arch="unett"), "model.arch"),
     ],
 )
 def test_wrong_type_or_value_names_key_and_file(tmp_path: Path, mutate, key: str) -> None:
@@ -312,3 +316,22 @@ def test_image_head_needs_a_salt_weight_and_no_nonempty_term() -> None:
     stage["loss"]["deep_supervision"]["nonempty"] = 0.5
     with pytest.raises(ConfigError, match="image head alone"):
         parse_config({"model": {"image_head": True}, "stages": [stage]})
+
+
+@pytest.mark.parametrize("override", ["seed.x=1", "stages.0.epochs.x=1"])
+def test_override_below_a_value_is_a_config_error(tmp_path: Path, override: str) -> None:
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(write(tmp_path, GOOD), [override])
+
+
+def test_a_key_given_twice_and_odd_files_are_clear_errors(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: a\nseed: 1\nseed: 2\n")
+    with pytest.raises(ConfigError, match="line 3: key 'seed' appears twice"):
+        load_config(twice)
+    binary = tmp_path / "model.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not a text"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="not a folder"):
+        load_config(tmp_path)

@@ -110,6 +110,25 @@ class SWAConfig(_Strict):
     replace: bool = True
 
 
+PRECISIONS = (
+    "auto",
+    "32",
+    "32-true",
+    "16",
+    "16-mixed",
+    "16-true",
+    "bf16",
+    "bf16-mixed",
+    "bf16-true",
+    "64",
+    "64-true",
+)
+"""``train.precision`` values (Lightning's, plus ``auto``)."""
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+"""``train.accelerator`` values."""
+
+
 class TrainConfig(_Strict):
     """Engine settings (Lightning Trainer) and guards.
 
@@ -153,6 +172,27 @@ class TrainConfig(_Strict):
     def _precision_as_text(cls, value: object) -> object:
         # ``train.precision=32`` / ``precision: 16`` arrive as YAML integers; Lightning takes "32", "16"...
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value not in PRECISIONS:
+            raise ValueError(f"unknown precision; choose from {', '.join(PRECISIONS)}")
+        return value
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str) -> str:
+        if value not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator; choose from {', '.join(ACCELERATORS)}")
+        return value
+
+    @field_validator("limit_train_batches")
+    @classmethod
+    def _positive_limit(cls, value: float | int | None) -> float | int | None:
+        if value is not None and (value <= 0 or (isinstance(value, float) and value > 1.0)):
+            raise ValueError("a fraction in (0, 1] or a positive number of batches")
+        return value
 
     @field_validator("num_workers", mode="before")
     @classmethod
@@ -238,6 +278,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 else:
                     node = node[idx]
             else:
+                if not isinstance(node, dict):
+                    where = ".".join(parts[:i])
+                    raise ConfigError(f"override {key!r}: {where!r} is a value, not a section with keys")
                 if last:
                     node[part] = parsed
                 else:
@@ -250,9 +293,36 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 def parse_config(raw: dict[str, Any], source: str | Path = "config") -> ExperimentConfig:
     """Validate a raw dict into an :class:`ExperimentConfig`, raising a one-line ConfigError."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc), source) from None
+    from saltseg.models.registry import list_models
+
+    if cfg.model.arch not in list_models():
+        raise ConfigError(
+            f"'model.arch': unknown architecture {cfg.model.arch!r} (known: {', '.join(list_models())})",
+            source,
+        )
+    return cfg
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 @dataclass(frozen=True)
@@ -303,11 +373,15 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     )
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate a YAML experiment config (a file, or the name of a shipped one)."""
+def read_config_dict(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The raw mapping of a config file (or shipped name) and its resolved path, before validation.
+
+    Raises:
+        ConfigError: Missing, a folder, binary, invalid YAML, a key given twice, or not a mapping.
+    """
     path = resolve_config_path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError("config file not found", path) from None
     except IsADirectoryError:
@@ -317,10 +391,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}", path) from None
+        problem = getattr(exc, "problem", None)
+        detail = f": {problem}" if problem and "appears twice" in str(problem) else ""
+        raise ConfigError(f"not valid YAML{where}{detail}", path) from None
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping of keys", path)
     raw.setdefault("name", path.stem)
+    return raw, path
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a YAML experiment config (a file, or the name of a shipped one)."""
+    raw, path = read_config_dict(path)
     return parse_config(apply_overrides(raw, overrides or []), path)
 
 

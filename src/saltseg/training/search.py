@@ -28,7 +28,7 @@ import lightning as L
 import yaml
 
 from saltseg.errors import ConfigError, SaltsegError
-from saltseg.training.config import apply_overrides, load_config, parse_config, resolve_config_path
+from saltseg.training.config import apply_overrides, load_config, parse_config, read_config_dict
 from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, read_study
 from saltseg.utils.io import write_json
 
@@ -259,18 +259,10 @@ def run_search(
         raise SaltsegError(f"--minutes must be positive, got {minutes}")
     if pruner not in PRUNERS:
         raise SaltsegError(f"unknown pruner {pruner!r} (choose from {', '.join(PRUNERS)})")
-    config_path, out = resolve_config_path(config_path), Path(out)
+    out = Path(out)
     overrides = list(overrides or [])
     space = load_space(space_path)
-    try:
-        base = yaml.safe_load(config_path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError("config file not found", config_path) from None
-    except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError):
-        raise ConfigError("not a valid YAML config", config_path) from None
-    if not isinstance(base, dict):
-        raise ConfigError("the top level must be a mapping of keys", config_path)
-    base.setdefault("name", config_path.stem)
+    base, config_path = read_config_dict(config_path)
     check_space(base, overrides, space, config_path)
     cfg0 = trial_config(base, overrides, {}, config_path)
     if not 0 <= fold < cfg0.data.folds:
