@@ -234,3 +234,23 @@ def test_volume_never_overwrites_its_input_or_writes_a_folder(tmp_path: Path, ch
     assert survey.read_bytes() == before
     with pytest.raises(DataError, match="overwrite the input"):
         segment_segy([], survey, survey)
+
+
+def test_nan_amplitudes_are_an_error_or_counted_zeros(tmp_path: Path, checkpoint, model, capsys) -> None:
+    cube = amplitudes()
+    cube[1, 2, 10:15] = np.nan
+    cube[2, 0, 0] = np.inf
+    survey = write_segy(tmp_path / "nan.sgy", cube)
+    out = tmp_path / "salt.sgy"
+    assert main(["volume", str(checkpoint), "--segy", str(survey), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {survey}: ") and "NaN or Inf" in err and "--nan-as zero" in err
+    assert not out.exists()
+    assert (
+        main(["volume", str(checkpoint), "--segy", str(survey), "--out", str(out), "--nan-as", "zero"]) == 0
+    )
+    assert "6 NaN/Inf amplitudes were read as zero" in capsys.readouterr().out
+    zeroed = np.nan_to_num(cube, nan=0.0, posinf=0.0)
+    report = segment_segy([model], write_segy(tmp_path / "zero.sgy", zeroed), tmp_path / "ref.sgy")
+    assert report.non_finite == 0
+    assert np.array_equal(read_volume(out).data, read_volume(tmp_path / "ref.sgy").data)

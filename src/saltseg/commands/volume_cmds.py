@@ -44,6 +44,12 @@ def _volume(p: argparse.ArgumentParser):
     )
     p.add_argument("--clip", type=float, help="absolute clip amplitude (overrides --clip-percentile)")
     p.add_argument("--reverse-polarity", action="store_true", help="negate amplitudes before scaling")
+    p.add_argument(
+        "--nan-as",
+        choices=["error", "zero"],
+        default="error",
+        help="NaN/Inf amplitudes: an error (default) or zero amplitude, counted in the output",
+    )
     p.add_argument("--no-tta", action="store_true", help="no horizontal-flip TTA")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0...")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CPU speed)")
@@ -84,6 +90,7 @@ def _volume(p: argparse.ArgumentParser):
             clip_percentile=args.clip_percentile,
             clip=args.clip,
             reverse_polarity=args.reverse_polarity,
+            nan_as=args.nan_as,
             channels_last=args.channels_last,
             notify=lambda msg: print(f"warning: {args.segy}: {msg}", file=sys.stderr),
             progress=progress,
@@ -95,6 +102,8 @@ def _volume(p: argparse.ArgumentParser):
             f"({sections}, {len(models)} model(s), clip {report.clip:.4g}), "
             f"salt in {100 * report.salt_fraction:.1f}% of the samples, {report.seconds:.1f} s"
         )
+        if report.non_finite:
+            print(f"note: {report.non_finite} NaN/Inf amplitudes were read as zero (--nan-as zero)")
         return 0
 
     return run

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from saltseg.errors import SaltsegError
+from saltseg.errors import DataError, SaltsegError
 from saltseg.inference.sliding import predict_large
 from saltseg.utils.io import check_output_file
 from saltseg.volume.segy import amplitude_clip, create_like, open_segy, to_uint8
@@ -42,6 +42,7 @@ class VolumeReport:
     sections: int
     seconds: float
     note: str | None
+    non_finite: int = 0  # NaN/Inf amplitudes replaced by zero (``nan_as="zero"``)
 
 
 def segment_segy(
@@ -62,6 +63,7 @@ def segment_segy(
     clip_percentile: float = 99.0,
     clip: float | None = None,
     reverse_polarity: bool = False,
+    nan_as: Literal["error", "zero"] = "error",
     channels_last: bool = False,
     notify: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -86,6 +88,8 @@ def segment_segy(
         threshold: Write ``probability > threshold`` as 0/1 instead of probabilities.
         clip_percentile: Percentile of |amplitude| mapped to the ends of the uint8 range.
         clip: Absolute clip amplitude (overrides ``clip_percentile``).
+        nan_as: NaN/Inf amplitudes are an ``error`` (the default: a silent zero would be a wrong answer),
+            or ``zero`` amplitude, counted in the report.
         reverse_polarity: Negate the amplitudes before scaling.
         channels_last: Channels-last models and windows (see ``predict_large``).
         notify: Called with one-line notes (trace-mode fallback).
@@ -101,12 +105,26 @@ def segment_segy(
         raise SaltsegError(f"the batch size must be >= 1, got {batch_size}")
     if clip is not None and not clip > 0:
         raise SaltsegError(f"the clip amplitude must be positive, got {clip}")
+    if nan_as not in ("error", "zero"):
+        raise SaltsegError(f"nan_as must be 'error' or 'zero', got {nan_as!r}")
     check_output_file(dst, inputs=[src])  # never the survey itself, never a folder
     start = time.perf_counter()
+    non_finite = 0
 
-    def segment(section: np.ndarray) -> np.ndarray:
+    def segment(section: np.ndarray, where: str) -> np.ndarray:
         """(traces, samples) amplitudes -> (traces, samples) float32 output."""
-        image = to_uint8(section, amp_clip, reverse_polarity).T  # samples down the rows
+        nonlocal non_finite
+        bad = int((~np.isfinite(section)).sum())
+        if bad and nan_as == "error":
+            raise DataError(
+                f"{bad} amplitude(s) of {where} are NaN or Inf; give --nan-as zero to read them as zero "
+                "amplitude (they are counted in the report)",
+                src,
+            )
+        non_finite += bad
+        image = to_uint8(
+            np.nan_to_num(section, nan=0.0, posinf=0.0, neginf=0.0), amp_clip, reverse_polarity
+        ).T
         probs = predict_large(
             models,
             image,
@@ -133,7 +151,8 @@ def segment_segy(
                 for k, a in enumerate(blocks):
                     b = min(n, a + TRACE_BLOCK)
                     lo, hi = max(0, a - margin), min(n, b + margin)
-                    result = segment(np.asarray(f.trace.raw[lo:hi], dtype=np.float32))[a - lo : b - lo]
+                    section = np.asarray(f.trace.raw[lo:hi], dtype=np.float32)
+                    result = segment(section, f"traces {lo}-{hi - 1}")[a - lo : b - lo]
                     out.trace[a:b] = np.ascontiguousarray(result)
                     salt += float((result > 0.5).sum())
                     if progress is not None:
@@ -145,7 +164,7 @@ def segment_segy(
                 )
                 shape = (len(f.ilines), len(f.xlines), len(f.samples))
                 for k, line in enumerate(lines):
-                    result = segment(np.asarray(reader[line], dtype=np.float32))
+                    result = segment(np.asarray(reader[line], dtype=np.float32), f"{used_axis} {line}")
                     writer[line] = np.ascontiguousarray(result)
                     salt += float((result > 0.5).sum())
                     if progress is not None:
@@ -160,4 +179,5 @@ def segment_segy(
         sections=len(blocks) if mode == "traces" else len(lines),
         seconds=time.perf_counter() - start,
         note=note,
+        non_finite=non_finite,
     )
