@@ -458,6 +458,38 @@ def train_fold(
     return summary
 
 
+def _predict_oof(
+    cfg: ExperimentConfig,
+    tiles: LabelledTiles,
+    val_idx: np.ndarray,
+    ids: list[str],
+    fold_dir: Path,
+    members: list[Path],
+) -> tuple[float, dict[str, float]]:
+    """Predict the fold's validation tiles with its members into ``oof.npz``; the ensemble's and each
+    member's score at threshold 0.5 (one pass when there is one member)."""
+    if tiles.images is not None and tiles.masks is not None:
+        images, truth = tiles.images[val_idx], tiles.masks[val_idx]
+    else:
+        from saltseg.data.tiles import load_images, load_masks
+
+        images = load_images([tiles.source.image_path(i) for i in ids])
+        truth = load_masks([tiles.source.mask_path(i) for i in ids])
+    device = eval_device(cfg)
+    models = [load_model(p).to(device) for p in members]
+    batch = cfg.train.batch_size * 2
+    probs, salt = predict_tiles(models, images, batch_size=batch, channels_last=cfg.train.channels_last)
+    save_probs(fold_dir / "oof.npz", ids, probs, salt, truth)
+    score = float(kaggle_scores(probs > 0.5, truth).mean())
+    if len(models) == 1:
+        return score, {members[0].name: score}
+    member_scores = {}
+    for p, m in zip(members, models, strict=True):
+        mp, _ = predict_tiles([m], images, batch_size=batch, channels_last=cfg.train.channels_last)
+        member_scores[p.name] = float(kaggle_scores(mp > 0.5, truth).mean())
+    return score, member_scores
+
+
 def _finish_fold(
     cfg: ExperimentConfig,
     tiles: LabelledTiles,
@@ -476,26 +508,10 @@ def _finish_fold(
         int(read_metadata(fold_dir / f"stage{si}" / "end.safetensors")[1].get("epochs", 0))
         for si in state.completed
     )
-    if tiles.images is not None and tiles.masks is not None:
-        images, truth = tiles.images[val_idx], tiles.masks[val_idx]
-    else:
-        from saltseg.data.tiles import load_images, load_masks
-
-        images = load_images([tiles.source.image_path(i) for i in ids])
-        truth = load_masks([tiles.source.mask_path(i) for i in ids])
-    device = eval_device(cfg)
-    models = [load_model(p).to(device) for p in members]
-    probs, salt = predict_tiles(
-        models, images, batch_size=cfg.train.batch_size * 2, channels_last=cfg.train.channels_last
-    )
-    save_probs(fold_dir / "oof.npz", ids, probs, salt, truth)
-    scores = kaggle_scores(probs > 0.5, truth)
-    member_scores = {}
-    for p, m in zip(members, models, strict=True):
-        mp, _ = predict_tiles(
-            [m], images, batch_size=cfg.train.batch_size * 2, channels_last=cfg.train.channels_last
-        )
-        member_scores[p.name] = float(kaggle_scores(mp > 0.5, truth).mean())
+    oof_score: float | None = None
+    member_scores: dict[str, float] = {}
+    if not failed:  # a diverged fold's weights hold NaN: nothing to predict with (and load_model refuses)
+        oof_score, member_scores = _predict_oof(cfg, tiles, val_idx, ids, fold_dir, members)
     summary = {
         "name": cfg.name,
         "fold": fold,
@@ -505,7 +521,7 @@ def _finish_fold(
         "planned_epochs": total_epochs,
         "minutes": round(state.seconds / 60, 2),
         "best_val_score": None if state.best_score == -math.inf else state.best_score,
-        "oof_score": float(scores.mean()),
+        "oof_score": oof_score,
         "n_val": len(ids),
         "members": [str(p.relative_to(fold_dir)) for p in members],
         "member_scores": member_scores,
