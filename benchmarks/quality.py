@@ -205,7 +205,7 @@ def plot_curves(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def plot_compare(paths: list[Path], out: Path) -> None:
+def plot_compare(paths: list[Path], out: Path, labels: list[str] | None = None) -> None:
     """The saltseg learning curves of several results JSONs in one figure (recipes side by side)."""
     import matplotlib
 
@@ -213,11 +213,12 @@ def plot_compare(paths: list[Path], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    for path in paths:
+    for k, path in enumerate(paths):
         r = json.loads(path.read_text())
         s = r["saltseg"]
         c = s["curve"]
-        label = f"{s['config']} ({s['epochs']} epochs, final {s['score_tuned']:.3f})"
+        name = labels[k] if labels and k < len(labels) else s["config"]
+        label = f"{name} ({s['epochs']} epochs, final {s['score_tuned']:.3f})"
         ax.plot([p["minutes"] for p in c], [p["score"] for p in c], marker="o", ms=2.5, label=label)
     ax.set_xlabel("training minutes (2-core CPU)")
     ax.set_ylabel("fold-0 validation score (flip TTA, threshold 0.5)")
@@ -247,9 +248,10 @@ def main() -> None:
     ap.add_argument("--breakdown", type=Path, help="only print the coverage breakdown of a tuned run folder")
     ap.add_argument("--compare", type=Path, nargs="+", help="only plot these results JSONs' curves together")
     ap.add_argument("--compare-out", type=Path, default=Path("benchmarks/figures/recipes_30min.png"))
+    ap.add_argument("--compare-labels", nargs="+", help="legend names of the --compare JSONs, in order")
     args = ap.parse_args()
     if args.compare:
-        plot_compare(args.compare, args.compare_out)
+        plot_compare(args.compare, args.compare_out, args.compare_labels)
         return
     if args.breakdown:
         print(json.dumps(coverage_scores(args.breakdown), indent=1))
