@@ -38,15 +38,22 @@ def select_pseudo_labels(
     seed: int = 0,
     threshold: float = 0.5,
 ) -> np.ndarray:
-    """Indices of tiles to pseudo-label: confident ones, capped per coverage class when ``balance``.
-
-    The cap per class is the size of the median non-empty class, so that empty tiles (the easiest to be
-    confident about) do not swamp the set. Coverage classes are those of the masks ``probs > threshold``.
-    """
+    """Indices of tiles to pseudo-label: confident ones, capped per coverage class when ``balance``
+    (see :func:`balance_by_coverage`). Coverage classes are those of the masks ``probs > threshold``."""
     keep = np.flatnonzero(confidence(probs, low, high) >= min_confidence)
     if not balance or keep.size == 0:
         return keep
-    classes = coverage_class(probs[keep] > threshold)
+    return balance_by_coverage(keep, coverage_class(probs[keep] > threshold), seed)
+
+
+def balance_by_coverage(keep: np.ndarray, classes: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The sorted subset of tile indices ``keep`` (coverage classes ``classes``) with each class capped.
+
+    The cap per class is the size of the median non-empty class, so that empty tiles (the easiest to be
+    confident about) do not swamp the set.
+    """
+    if keep.size == 0:
+        return keep
     counts = np.bincount(classes, minlength=len(COVERAGE_BINS))
     nonzero = counts[1:][counts[1:] > 0]
     cap = int(np.median(nonzero)) if nonzero.size else int(counts[0])
@@ -106,9 +113,11 @@ def write_pseudo_dataset(
     if len(ids_all) == 0:
         raise DataError("no unlabelled tile among the predictions", pred_dir)
     calibrated = apply_temperature(probs, temperature)
-    cal_threshold = float(apply_temperature(np.array([threshold]), temperature)[0])
     passing = np.flatnonzero(confidence(calibrated) >= min_confidence)
-    sel = select_pseudo_labels(calibrated, min_confidence, balance, threshold=cal_threshold)
+    # coverage classes of the written masks; calibration is monotonic, so the same as at its threshold
+    passed = coverage_class(probs[passing] > threshold) if len(passing) else np.array([], dtype=int)
+    sel = balance_by_coverage(passing, passed) if balance else passing
+    classes = passed[np.searchsorted(passing, sel)]
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -119,8 +128,6 @@ def write_pseudo_dataset(
         shutil.copyfile(src.image_path(tile_id), tmp / "images" / f"{tile_id}.png")
         target = np.round(calibrated[k] * 255) if soft else (probs[k] > threshold) * 255
         Image.fromarray(target.astype(np.uint8)).save(tmp / "masks" / f"{tile_id}.png")
-    classes = coverage_class(probs[sel] > threshold) if len(sel) else np.array([], dtype=int)
-    passed = coverage_class(probs[passing] > threshold) if len(passing) else np.array([], dtype=int)
     info = {
         "source": str(pred_dir),
         "candidates": len(ids_all),
