@@ -52,7 +52,8 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
         ("a.b: {int: [1.5, 4]}\n", "whole numbers"),
         ("a.b: {choices: []}\n", "non-empty list"),
         ("a.b: {float: [0, 1], stepp: 2}\n", "unknown entries"),
-        ("a: [unclosed\n", "not a valid YAML"),
+        ("a: [unclosed\n", "not valid YAML at line"),
+        ("a.b: {int: [1, 2]}\na.b: {int: [1, 3]}\n", "key 'a.b' appears twice"),
     ],
 )
 def test_bad_space_files_name_the_file(tmp_path: Path, text: str, message: str) -> None:

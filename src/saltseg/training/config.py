@@ -373,19 +373,19 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     )
 
 
-def read_config_dict(path: str | Path) -> tuple[dict[str, Any], Path]:
-    """The raw mapping of a config file (or shipped name) and its resolved path, before validation.
+def read_yaml(path: Path, what: str = "config") -> Any:
+    """Parse a YAML file safely, refusing a key given twice; one :class:`ConfigError` per problem.
 
-    Raises:
-        ConfigError: Missing, a folder, binary, invalid YAML, a key given twice, or not a mapping.
+    Args:
+        path: The file.
+        what: What the file is, for the messages (``config``, ``search space``).
     """
-    path = resolve_config_path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # a SafeLoader subclass
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except FileNotFoundError:
-        raise ConfigError("config file not found", path) from None
+        raise ConfigError(f"{what} file not found", path) from None
     except IsADirectoryError:
-        raise ConfigError("a config must be a YAML file, not a folder", path) from None
+        raise ConfigError(f"a {what} must be a YAML file, not a folder", path) from None
     except UnicodeDecodeError:
         raise ConfigError("not a text (YAML) file", path) from None
     except yaml.YAMLError as exc:
@@ -394,6 +394,16 @@ def read_config_dict(path: str | Path) -> tuple[dict[str, Any], Path]:
         problem = getattr(exc, "problem", None)
         detail = f": {problem}" if problem and "appears twice" in str(problem) else ""
         raise ConfigError(f"not valid YAML{where}{detail}", path) from None
+
+
+def read_config_dict(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The raw mapping of a config file (or shipped name) and its resolved path, before validation.
+
+    Raises:
+        ConfigError: Missing, a folder, binary, invalid YAML, a key given twice, or not a mapping.
+    """
+    path = resolve_config_path(path)
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping of keys", path)
     raw.setdefault("name", path.stem)

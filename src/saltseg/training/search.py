@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
-import yaml
 
 from saltseg.errors import ConfigError, SaltsegError
-from saltseg.training.config import apply_overrides, load_config, parse_config, read_config_dict
+from saltseg.training.config import apply_overrides, load_config, parse_config, read_config_dict, read_yaml
 from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, read_study
 from saltseg.utils.io import write_json
 
@@ -117,12 +116,7 @@ def _parse_spec(key: str, raw: Any, source: Path) -> ParamSpec:
 def load_space(path: str | Path) -> list[ParamSpec]:
     """Read and check a search-space YAML file (see the module docstring for its format)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("search space file not found", path) from None
-    except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError):
-        raise ConfigError("not a valid YAML search space", path) from None
+    raw = read_yaml(path, "search space")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("a search space is a mapping of config keys to distributions", path)
     return [_parse_spec(str(k), v, path) for k, v in raw.items()]
