@@ -205,3 +205,17 @@ def test_a_killed_trial_is_failed_by_its_heartbeat_and_retried(
     done = next(t for t in trials if t.state == "COMPLETE")
     assert done.run == "trials/trial_0000"  # the retry works in the killed trial's run folder
     assert done.params[LR_KEY] == pytest.approx(trial.params[LR_KEY])
+
+
+def test_minutes_fit_each_trials_epochs_to_the_budget(
+    data: Path, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from saltseg.training.config import load_config
+
+    base, space = files
+    out = tmp_path / "s"
+    run_search(base, space, data, out, trials=1, minutes=0.1, pruner="none", seed=0)
+    (trial,) = read_study(out).trials
+    cfg = load_config(out / trial.run / "config.yaml")
+    assert trial.state == "COMPLETE"
+    assert cfg.train.max_minutes == 0.1 and cfg.stages[0].epochs != 3  # fitted, not the base's 3 epochs

@@ -298,6 +298,16 @@ def run_search(
         load_if_exists=True,
     )
 
+    loaded: dict[tuple[bool, bool], object] = {}
+
+    def timing_tiles(cfg):  # the tiles the timing step uses, read once per search process
+        from saltseg.training.data import LabelledTiles
+
+        key = (cfg.data.cache, cfg.data.skip_missing)
+        if key not in loaded:
+            loaded[key] = LabelledTiles.load(data_dir, cache=key[0], skip_missing=key[1])
+        return loaded[key]
+
     def objective(trial: optuna.Trial) -> float:
         params = {spec.key: spec.suggest(trial) for spec in space}
         cfg = trial_config(base, overrides, params, config_path)
@@ -310,7 +320,7 @@ def run_search(
         if resume:  # continue the trial with the config it started with (its fitted epochs)
             cfg = load_config(run_dir / "config.yaml")
         elif minutes is not None:
-            cfg = _fit(cfg, data_dir, minutes, fold)
+            cfg = _fit(cfg, timing_tiles(cfg), minutes)
         record = {"number": trial.number, "params": params, "state": "running", "value": None}
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / TRIAL_FILE, record)
@@ -374,12 +384,10 @@ def run_search(
     )
 
 
-def _fit(cfg, data_dir: str | Path, minutes: float, fold: int):
+def _fit(cfg, tiles, minutes: float):
     """Scale the trial's stage epochs to ``minutes`` (one fold's training) from a short timing step."""
     from saltseg.training.budget import fit_epochs_to_budget
-    from saltseg.training.data import LabelledTiles
 
-    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     n = len(tiles.ids)
     n_val = n // cfg.data.folds
     fitted, _ = fit_epochs_to_budget(cfg, tiles, minutes, n - n_val, n_val)
