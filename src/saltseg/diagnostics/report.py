@@ -654,10 +654,7 @@ def _study_section(study: StudyReport, index: int) -> str:
                 _f(t.last_score),
                 "–" if t.epochs is None else str(t.epochs),
                 _f(t.minutes, 1),
-                *(
-                    _e(f"{t.params[k]:.4g}" if isinstance(t.params.get(k), float) else t.params.get(k, "–"))
-                    for k in keys
-                ),
+                *(_e(t.param_text(k, missing="–")) for k in keys),
                 f"<code>{_e(t.run or '–')}</code>",
             ]
         )

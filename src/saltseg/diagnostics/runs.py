@@ -628,9 +628,6 @@ def format_study(report: StudyReport, top: int = 10):
     def num(v: object, nd: int) -> str:
         return "-" if v is None else f"{float(v):.{nd}f}"  # type: ignore[arg-type]
 
-    def param(v: object) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
     for t in report.ranked()[:top]:
         table.add_row(
             str(t.number),
@@ -639,7 +636,7 @@ def format_study(report: StudyReport, top: int = 10):
             num(t.last_score, 4),
             "-" if t.epochs is None else str(t.epochs),
             num(t.minutes, 1),
-            *(param(t.params[k]) if k in t.params else "-" for k in keys),
+            *(t.param_text(k) for k in keys),
             t.run or "-",
         )
     parts: list[Any] = [table]

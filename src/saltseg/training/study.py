@@ -39,6 +39,13 @@ class TrialRow:
     params: dict[str, Any]
     run: str | None
 
+    def param_text(self, key: str, missing: str = "-") -> str:
+        """The trial's value of ``key`` for a table: 4 significant digits for floats, ``missing`` if absent."""
+        if key not in self.params:
+            return missing
+        value = self.params[key]
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
 
 @dataclass
 class StudyReport:
