@@ -40,7 +40,7 @@ class TrialRow:
     run: str | None
 
     def param_text(self, key: str, missing: str = "-") -> str:
-        """The trial's value of ``key`` for a table: 4 significant digits for floats, ``missing`` if absent."""
+        """The value of ``key`` for a table: 4 significant digits for floats, ``missing`` if absent."""
         if key not in self.params:
             return missing
         value = self.params[key]
