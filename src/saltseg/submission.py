@@ -14,13 +14,25 @@ from saltseg.data.tiles import open_dataset, read_csv_column_pairs
 from saltseg.errors import DataError, RLEError
 from saltseg.utils.io import atomic_write
 
+HEADER = ("id", "rle_mask")
+"""The columns of a Kaggle submission."""
+
+
+def is_submission_csv(path: Path) -> bool:
+    """True when ``path`` starts with the submission header (an earlier output a command may replace)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return tuple(f.readline().strip().replace(" ", "").split(",")) == HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
 
 def write_submission(path: str | Path, ids: Iterable[str], masks: Iterable[np.ndarray]) -> Path:
     """Write ``id,rle_mask`` rows (empty masks as empty strings) to ``path`` atomically."""
     path = Path(path)
     with atomic_write(path, newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["id", "rle_mask"])
+        w.writerow(HEADER)
         for tile_id, mask in zip(ids, masks, strict=True):
             w.writerow([tile_id, rle_encode(mask)])
     return path

@@ -34,6 +34,8 @@ from saltseg.inference.postprocess import (
     load_postprocess,
 )
 from saltseg.inference.tta import autocast_for, predict_batch
+from saltseg.submission import HEADER as SUBMISSION_HEADER
+from saltseg.submission import is_submission_csv
 from saltseg.utils.io import atomic_write, check_output_file, write_json
 
 CHUNK = 2048
@@ -267,15 +269,6 @@ class EnsemblePredictor:
         return probs.float().cpu().numpy(), (salt / salt_w).float().cpu().numpy() if salt_w else None
 
 
-def is_submission_csv(path: Path) -> bool:
-    """True when ``path`` starts with the Kaggle submission header (an earlier output: replaceable)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.readline().strip().replace(" ", "") == "id,rle_mask"
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
 def predict_folder(
     models: list[str | Path],
     images: str | Path,
@@ -333,7 +326,7 @@ def predict_folder(
     try:
         with atomic_write(out / PRED_MASKS_FILE, newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            w.writerow(["id", "rle_mask"])
+            w.writerow(SUBMISSION_HEADER)
             for chunk, imgs in _batches(ids, paths, batch_size):
                 h, wd = imgs.shape[1:]
                 if max(h, wd) > predictor.tile_size:
