@@ -941,3 +941,24 @@ def test_damaged_or_diverged_weights_are_refused(
         capsys,
         "'info' is not valid JSON",
     )
+
+
+def test_pseudo_calibrate_fits_the_runs_temperature_and_keeps_the_masks(
+    tmp_path: Path, run_a: Path, data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from saltseg.inference.calibrate import fit_run_temperature
+
+    pred = tmp_path / "pred"
+    assert main(["predict", str(run_a), "--images", str(data), "--out", str(pred)]) == 0
+    temperature, n_tiles = fit_run_temperature(run_a)
+    code, out, _ = cli(
+        ["pseudo", pred, "--images", data, "--out", tmp_path / "cal", "--calibrate", run_a], capsys
+    )
+    assert code == 0 and f"temperature {temperature:.3f} fitted on {n_tiles} out-of-fold tiles" in out
+    info = json.loads((tmp_path / "cal" / "pseudo.json").read_text())
+    assert info["temperature"] == pytest.approx(temperature) and info["passed"] >= info["selected"]
+    assert sum(info["passed_per_coverage_class"].values()) == info["passed"]
+    code, _, _ = cli(
+        ["pseudo", pred, "--images", data, "--out", tmp_path / "t", "--temperature", "0"], capsys
+    )
+    assert code == 2

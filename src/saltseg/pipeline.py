@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from saltseg.errors import DataError
+from saltseg.inference.calibrate import fit_run_temperature
 from saltseg.training.config import ExperimentConfig, dump_config, load_config
 from saltseg.utils.io import atomic_write, write_json
 
@@ -180,20 +181,12 @@ def run_pipeline(
     for k in range(2, pseudo_rounds + 2):
         assert test_images is not None
         teacher = out / f"round{best}"
-        pred = _teacher_predictions(
-            result, save, teacher, f"test_round{best}", Path(test_images), predict_batch_size, best_only
-        )
+        pred = _teacher_predictions(result, save, teacher, Path(test_images), predict_batch_size, best_only)
         pseudo_dir = out / f"pseudo{k - 1}"
         if f"pseudo{k - 1}" not in result:
             from saltseg.inference.pseudo import write_pseudo_dataset
 
-            temperature = 1.0
-            if calibrate:
-                from saltseg.inference.calibrate import fit_temperature
-                from saltseg.inference.tune import load_oof
-
-                oof = load_oof(teacher, with_images=False)
-                temperature = fit_temperature(oof.probs, oof.truth)
+            temperature = fit_run_temperature(teacher)[0] if calibrate else 1.0
             result[f"pseudo{k - 1}"] = {
                 "teacher": str(teacher),
                 **write_pseudo_dataset(
@@ -268,14 +261,15 @@ def _teacher_predictions(
     result: dict,
     save: Callable[[], None],
     teacher: Path,
-    key: str,
     test_images: Path,
     batch_size: int,
     best_only: bool,
 ) -> Path:
-    """The teacher round's test predictions (``TEACHER/test_pred``), predicted once."""
+    """The teacher round's test predictions (``TEACHER/test_pred``), predicted once and recorded in
+    ``result["test_<round>"]``."""
     from saltseg.inference.predict import predict_folder
 
+    key = f"test_{teacher.name}"
     pred = teacher / "test_pred"
     if key not in result:
         meta = predict_folder([teacher], test_images, pred, batch_size=batch_size, best_only=best_only)
@@ -302,18 +296,10 @@ def _distill(
     from saltseg.inference.pseudo import write_pseudo_dataset
 
     teacher = out / f"round{best}"
-    pred = _teacher_predictions(
-        result, save, teacher, f"test_round{best}", Path(test_images), batch_size, best_only
-    )
+    pred = _teacher_predictions(result, save, teacher, Path(test_images), batch_size, best_only)
     targets = out / "distill_targets"
     if "distill_targets" not in result:
-        temperature = 1.0
-        if calibrate:
-            from saltseg.inference.calibrate import fit_temperature
-            from saltseg.inference.tune import load_oof
-
-            oof = load_oof(teacher, with_images=False)
-            temperature = fit_temperature(oof.probs, oof.truth)
+        temperature = fit_run_temperature(teacher)[0] if calibrate else 1.0
         result["distill_targets"] = {
             "teacher": str(teacher),
             **write_pseudo_dataset(

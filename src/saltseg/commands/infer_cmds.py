@@ -184,15 +184,10 @@ def _pseudo(p: argparse.ArgumentParser):
                 raise SaltsegError(f"--temperature must be positive, got {args.temperature}")
             temperature = args.temperature
         elif args.calibrate is not None:
-            from saltseg.inference.calibrate import fit_temperature
-            from saltseg.inference.tune import load_oof
+            from saltseg.inference.calibrate import fit_run_temperature
 
-            oof = load_oof(args.calibrate, with_images=False)
-            temperature = fit_temperature(oof.probs, oof.truth)
-            print(
-                f"temperature {temperature:.3f} fitted on {len(oof.ids)} out-of-fold tiles "
-                f"of {args.calibrate}"
-            )
+            temperature, n_tiles = fit_run_temperature(args.calibrate)
+            print(f"temperature {temperature:.3f} fitted on {n_tiles} out-of-fold tiles of {args.calibrate}")
         info = write_pseudo_dataset(
             args.pred_dir,
             args.images,

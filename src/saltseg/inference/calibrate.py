@@ -9,10 +9,12 @@ matching threshold are unchanged, but the probabilities mean what they say.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-__all__ = ["apply_temperature", "fit_temperature"]
+__all__ = ["apply_temperature", "fit_run_temperature", "fit_temperature"]
 
 _EPS = 0.5 / 255  # probabilities are stored as uint8 (p * 255): keep logits finite at 0 and 1
 
@@ -62,3 +64,11 @@ def fit_temperature(
 
     res = minimize_scalar(nll, bounds=(np.log(0.02), np.log(50.0)), method="bounded")
     return float(np.exp(res.x))
+
+
+def fit_run_temperature(run: str | Path) -> tuple[float, int]:
+    """The temperature fitted on a run's (or ensemble's) out-of-fold predictions, and their tile count."""
+    from saltseg.inference.tune import load_oof
+
+    oof = load_oof(run, with_images=False)
+    return fit_temperature(oof.probs, oof.truth), len(oof.ids)
