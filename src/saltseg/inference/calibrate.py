@@ -19,8 +19,8 @@ __all__ = ["apply_temperature", "fit_run_temperature", "fit_temperature"]
 _EPS = 0.5 / 255  # probabilities are stored as uint8 (p * 255): keep logits finite at 0 and 1
 
 
-def _logits(probs: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS)
+def _logits(probs: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    p = np.clip(np.asarray(probs, dtype=dtype), _EPS, 1 - _EPS)
     return np.log(p) - np.log1p(-p)
 
 
@@ -30,7 +30,9 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
         raise ValueError(f"temperature must be a positive number, got {temperature}")
     if temperature == 1.0:
         return np.asarray(probs, dtype=np.float32)
-    return (1.0 / (1.0 + np.exp(-_logits(probs) / temperature))).astype(np.float32)
+    # float32 throughout: the test set's probabilities are 18000 x 101 x 101
+    z = _logits(probs, np.float32) / np.float32(temperature)
+    return (np.float32(1.0) / (np.float32(1.0) + np.exp(-z))).astype(np.float32, copy=False)
 
 
 def fit_temperature(
