@@ -84,13 +84,7 @@ class Segmenter:
             tiles = tiles[None]
         if tiles.ndim != 3 or tiles.dtype != np.uint8:
             raise DataError(f"tiles must be uint8 of shape (N, H, W), got {tiles.dtype} {tiles.shape}")
-        probs, salts = [], []
-        for s in range(0, len(tiles), batch_size):
-            p, salt = self.predictor(tiles[s : s + batch_size])
-            probs.append(p)
-            if salt is not None:
-                salts.append(salt)
-        return np.concatenate(probs), (np.concatenate(salts) if salts else None)
+        return self.predictor.predict_array(tiles, batch_size)
 
     def masks(self, tiles: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Final boolean masks (N,H,W): probabilities, then the tuned post-processing."""

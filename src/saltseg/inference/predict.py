@@ -268,6 +268,18 @@ class EnsemblePredictor:
         probs = (acc / mask_w) if mask_w else acc
         return probs.float().cpu().numpy(), (salt / salt_w).float().cpu().numpy() if salt_w else None
 
+    def predict_array(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`__call__` over uint8 tiles (N,H,W) already in memory, ``batch_size`` at a time."""
+        out = np.zeros(images.shape, dtype=np.float32)
+        salt: np.ndarray | None = None
+        for s in range(0, len(images), batch_size):
+            probs, salt_b = self(images[s : s + batch_size])
+            out[s : s + batch_size] = probs
+            if salt_b is not None:
+                salt = np.zeros(len(images), dtype=np.float32) if salt is None else salt
+                salt[s : s + batch_size] = salt_b
+        return out, salt
+
 
 def predict_folder(
     models: list[str | Path],

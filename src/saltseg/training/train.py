@@ -272,15 +272,7 @@ def predict_tiles(
 
     device = next(models[0].parameters()).device
     predictor = EnsemblePredictor(models, device=device, hflip=hflip, channels_last=channels_last)
-    out = np.zeros(images.shape, dtype=np.float32)
-    salt: np.ndarray | None = None
-    for s in range(0, len(images), batch_size):
-        probs, salt_b = predictor(images[s : s + batch_size])
-        out[s : s + batch_size] = probs
-        if salt_b is not None:
-            salt = np.zeros(len(images), dtype=np.float32) if salt is None else salt
-            salt[s : s + batch_size] = salt_b
-    return out, salt
+    return predictor.predict_array(images, batch_size)
 
 
 def save_probs(
