@@ -279,7 +279,7 @@ def _search(p: argparse.ArgumentParser):
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.diagnostics.runs import format_study
-        from saltseg.training.search import read_study, run_search
+        from saltseg.training.search import run_search
 
         r = run_search(
             args.config,
@@ -296,8 +296,9 @@ def _search(p: argparse.ArgumentParser):
         )
         from rich.console import Console
 
-        Console(width=160).print(format_study(read_study(args.out)))
-        best = "-" if r.best_value is None else f"{r.best_value:.4f} ({r.best_run})"
+        Console(width=160).print(format_study(r.report))
+        top = r.report.best
+        best = "-" if top is None else f"{top.value:.4f} ({top.run})"
         print(f"{r.finished} finished trials ({r.pruned} pruned); best {best} -> {args.out}")
         return 0
 

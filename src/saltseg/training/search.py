@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,7 +28,7 @@ import lightning as L
 
 from saltseg.errors import ConfigError, SaltsegError
 from saltseg.training.config import apply_overrides, load_config, parse_config, read_config_dict, read_yaml
-from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, read_study
+from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, StudyReport, read_study
 from saltseg.utils.io import write_json
 
 if TYPE_CHECKING:
@@ -195,23 +195,32 @@ def _storage(out: Path) -> optuna.storages.RDBStorage:
         )
 
 
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+"""Trial states that count towards ``--trials``."""
+
+
 def _finished(study: optuna.Study) -> int:
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    states = tuple(optuna.trial.TrialState[name] for name in FINISHED_STATES)
     return len(study.get_trials(deepcopy=False, states=states))
 
 
 @dataclass
 class SearchResult:
-    """What :func:`run_search` did."""
+    """What :func:`run_search` left: the study as read back at the end."""
 
-    out: Path
-    finished: int  # complete + pruned trials in the study
-    pruned: int
-    best_value: float | None
-    best_params: dict[str, Any] = field(default_factory=dict)
-    best_run: str | None = None
+    report: StudyReport
+
+    @property
+    def finished(self) -> int:
+        """Complete and pruned trials in the study."""
+        return sum(t.state in FINISHED_STATES for t in self.report.trials)
+
+    @property
+    def pruned(self) -> int:
+        """Pruned trials in the study."""
+        return sum(t.state == "PRUNED" for t in self.report.trials)
 
 
 def run_search(
@@ -363,7 +372,7 @@ def run_search(
 
     from optuna.study import MaxTrialsCallback
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    states = tuple(optuna.trial.TrialState[name] for name in FINISHED_STATES)
     remaining = trials - _finished(study)
     if remaining > 0:
         study.optimize(
@@ -372,16 +381,7 @@ def run_search(
             callbacks=[MaxTrialsCallback(trials, states=states)],
             catch=(SaltsegError,),
         )
-    report = read_study(out)
-    best = report.best
-    return SearchResult(
-        out,
-        finished=_finished(study),
-        pruned=sum(r.state == "PRUNED" for r in report.trials),
-        best_value=None if best is None else best.value,
-        best_params={} if best is None else best.params,
-        best_run=None if best is None else best.run,
-    )
+    return SearchResult(read_study(out))
 
 
 def _fit(cfg, tiles, minutes: float):

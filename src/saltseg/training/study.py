@@ -85,7 +85,8 @@ def read_study(out: str | Path) -> StudyReport:
     storage = optuna.storages.RDBStorage(f"sqlite:///{(out / STUDY_FILE).resolve()}")
     study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
         inter = t.intermediate_values
         rows.append(
             TrialRow(
@@ -100,7 +101,7 @@ def read_study(out: str | Path) -> StudyReport:
             )
         )
     importances: dict[str, float] = {}
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     varied = {k for t in complete for k in t.params if len({str(c.params.get(k)) for c in complete}) > 1}
     if len(complete) >= 2 and varied:
         try:
