@@ -130,7 +130,7 @@ def run_saltseg(cfg_path: Path, data: Path, out: Path, minutes: float, overrides
     t0 = time.time()
     summary = train_run(cfg, data, out, folds_to_run=[0], progress=False)
     train_min = (time.time() - t0) / 60
-    fold = summary["folds"][0]
+    fold = summary.folds[0].model_dump()
     pp, log = tune_run(out)
     curve = []
     total_epochs = sum(calib["epochs"])

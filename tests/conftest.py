@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (binds its log handler to the real stderr, before any capsys)
 import numpy as np
 import pytest
 from PIL import Image

@@ -134,7 +134,7 @@ def test_run_info_of_the_tiny_run(tiny_run: Path) -> None:
     assert {s.name for s in snaps if s.kind == "snapshot"} == {"s1_c0", "s1_c1"}
     assert all(s.stage == 1 and s.epoch in (0, 1) for s in snaps if s.kind == "snapshot")
     oof = info.load_oof()
-    assert oof is not None and oof["probs"].shape == oof["truth"].shape == (30, 101, 101)
+    assert oof is not None and oof.probs is not None and oof.probs.shape == oof.truth.shape == (30, 101, 101)
 
 
 def test_threshold_confusion_and_tile_picks() -> None:

@@ -19,8 +19,8 @@ from saltseg.checkpoints import load_model, save_weights
 from saltseg.cli import main
 from saltseg.errors import CheckpointError
 from saltseg.inference.export import EnsembleProbabilities, export_onnx
-from saltseg.inference.tta import predict_batch
 from saltseg.models import ModelConfig, create_model
+from saltseg.predictor import predict_batch
 
 
 def tiny(seed: int, **overrides) -> torch.nn.Module:

@@ -78,7 +78,7 @@ def test_gpu_prediction_matches_the_cpu(gpu_run: tuple[Path, int], data: Path, t
     # barely trained model differ by up to 0.25)
     assert diff.mean() < 0.005, diff.mean()
     assert ((gpu["probs"] > 0.5) == (cpu["probs"] > 0.5)).mean() > 0.99
-    assert metas["cuda"]["n_tiles"] == metas["cpu"]["n_tiles"] == 40
+    assert metas["cuda"].n_tiles == metas["cpu"].n_tiles == 40
 
 
 def test_sliding_windows_on_the_gpu(gpu_run: tuple[Path, int]) -> None:

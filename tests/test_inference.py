@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from saltseg.artifacts import load_probs
 from saltseg.cli import main
 from saltseg.data.synth import write_kaggle_layout
 from saltseg.data.tiles import load_masks, open_dataset, read_mask
@@ -43,7 +44,7 @@ from saltseg.inference.tune import OOF, tune_postprocess
 from saltseg.metrics.kaggle import coverage_class, iou_scores, kaggle_scores
 from saltseg.submission import read_submission
 from saltseg.training.config import parse_config
-from saltseg.training.train import load_probs, train_run
+from saltseg.training.train import train_run
 
 pytestmark = pytest.mark.slow
 
@@ -375,7 +376,7 @@ def test_checkpoints_never_unpickle(
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     meta = predict_folder([run_a], data, tmp_path / "ok")
-    assert meta["n_tiles"] == 30
+    assert meta.n_tiles == 30
     assert loaded == ["best.safetensors", "best.safetensors"]  # both folds, through safetensors
 
 

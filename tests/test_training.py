@@ -19,11 +19,11 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from saltseg.artifacts import load_probs
 from saltseg.checkpoints import load_model, read_metadata
 from saltseg.cli import main
 from saltseg.data.synth import write_kaggle_layout
 from saltseg.training.config import load_config
-from saltseg.training.train import load_probs
 
 pytestmark = pytest.mark.slow
 
@@ -363,13 +363,13 @@ def test_refuses_to_overwrite_a_run(
 
 def test_fold_state_keeps_a_zero_best_score(tmp_path: Path) -> None:
     """A best validation score of exactly 0 is a score, not "no score" (resume must not forget it)."""
-    from saltseg.training.train import FoldState
+    from saltseg.artifacts import FoldDir, FoldState
 
-    path = tmp_path / "state.json"
-    FoldState(completed=[0], best_score=0.0, status="running").save(path)
-    assert FoldState.load(path).best_score == 0.0
-    FoldState(completed=[]).save(path)
-    assert FoldState.load(path).best_score == float("-inf")
+    fold = FoldDir(tmp_path)
+    fold.write_state(FoldState(completed=[0], best_score=0.0, status="running"))
+    assert fold.read_state().best == 0.0
+    fold.write_state(FoldState(completed=[]))
+    assert fold.read_state().best == float("-inf")
 
 
 def test_bad_fold_numbers_are_refused_before_anything_is_written(
@@ -463,7 +463,7 @@ def test_ctrl_c_in_training_is_an_interrupt_that_resumes(
         train_run(cfg, data_dir, run, folds_to_run=[0], progress=False, callbacks=[CtrlC()])
     assert not (run / "fold0" / "summary.json").exists()
     summary = train_run(cfg, data_dir, run, folds_to_run=[0], resume=True, progress=False)
-    assert summary["folds"][0]["status"] == "done" and summary["folds"][0]["epochs"] == 2
+    assert summary is not None and summary.folds[0].status == "done" and summary.folds[0].epochs == 2
     # the CLI's words for it
     from saltseg import cli
 

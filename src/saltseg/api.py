@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from saltseg.artifacts import PostprocessConfig, PredictionMeta, RunSummary, resolve_models
 from saltseg.errors import DataError
-from saltseg.inference.postprocess import PostprocessConfig, apply_postprocess
-from saltseg.inference.predict import EnsemblePredictor, default_postprocess, predict_folder, resolve_models
+from saltseg.inference.postprocess import apply_postprocess
+from saltseg.inference.predict import default_postprocess, predict_folder
 from saltseg.inference.tune import tune_run
+from saltseg.predictor import EnsemblePredictor
 from saltseg.training.config import ExperimentConfig, load_config
 from saltseg.training.train import train_run
 
@@ -32,11 +34,14 @@ def train(
     folds: list[int] | None = None,
     resume: bool = False,
     progress: bool = False,
-) -> dict:
+) -> RunSummary:
     """``saltseg train``: train ``folds`` (default all) of a config (object, shipped name or YAML path)."""
     if not isinstance(cfg, ExperimentConfig):
         cfg = load_config(cfg)
-    return train_run(cfg, data, out, folds_to_run=folds, resume=resume, progress=progress)
+    summary = train_run(cfg, data, out, folds_to_run=folds, resume=resume, progress=progress)
+    if summary is None:
+        raise DataError("train() runs in one process; launch multi-process training with `saltseg train`")
+    return summary
 
 
 def tune(run: str | Path) -> PostprocessConfig:
@@ -50,7 +55,7 @@ def predict(
     out: str | Path,
     csv: str | Path | None = None,
     **kwargs: object,
-) -> dict:
+) -> PredictionMeta:
     """``saltseg predict``: predict a dataset or folder of tiles into a prediction folder (and CSV)."""
     paths = [models] if isinstance(models, str | Path) else list(models)
     return predict_folder(paths, images, out, csv_path=csv, **kwargs)  # type: ignore[arg-type]

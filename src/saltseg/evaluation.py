@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from saltseg.artifacts.names import PRED_MASKS_FILE
 from saltseg.data.tiles import load_masks, open_dataset
 from saltseg.errors import DataError
 from saltseg.metrics.kaggle import dice_scores, iou_scores, kaggle_scores, score_breakdown
 from saltseg.submission import read_submission
-
-PRED_MASKS_FILE = "masks.csv"  # the post-processed masks a prediction folder holds, in submission format
 
 
 def format_breakdown(breakdown: dict[str, list[dict]]) -> list[str]:

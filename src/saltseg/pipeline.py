@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from saltseg.artifacts import PredictionDir, RunDir, names
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import fit_run_temperature
 from saltseg.training.config import ExperimentConfig, dump_config, load_config
@@ -22,7 +23,6 @@ from saltseg.utils.io import atomic_write, write_json
 #: Minutes kept back from a budget for each fold's OOF prediction and for tuning and the report.
 RESERVE_PER_FOLD = 0.4
 RESERVE_FIXED = 1.5
-PIPELINE_FILE = "pipeline.json"
 FOLD_FIELDS = ("fold", "status", "epochs", "planned_epochs", "minutes", "best_val_score", "oof_score")
 
 
@@ -86,21 +86,23 @@ def _round(
     from saltseg.training.train import train_run
 
     t0 = time.time()
-    resume = resume and (out / "config.yaml").exists()
+    run = RunDir(out)
+    resume = resume and run.config_file.exists()
     summary = train_run(cfg, data_dir, out, folds_to_run=folds, resume=resume, progress=progress)
+    assert summary is not None  # the pipeline runs in one process
     log["train_minutes"] = round((time.time() - t0) / 60, 2)
     t0 = time.time()
     pp, steps = tune_run(out)
     log["tune_minutes"] = round((time.time() - t0) / 60, 2)
     t0 = time.time()
-    write_report([out], out / "report.html")
+    write_report([out], run.report_file)
     log["report_minutes"] = round((time.time() - t0) / 60, 2)
     log.update(
         {
             "run": str(out),
-            "folds": [{k: f.get(k) for k in FOLD_FIELDS} for f in summary["folds"]],
-            "n_oof": summary.get("n_oof"),
-            "oof_score_thr05": summary.get("oof_score"),
+            "folds": [f.model_dump(include=set(FOLD_FIELDS)) for f in summary.folds],
+            "n_oof": summary.n_oof,
+            "oof_score_thr05": summary.oof_score,
             "oof_score_tuned": steps[-1][1],
             "tuning": [{"step": s, "oof_score": v} for s, v in steps],
             "postprocess": pp.model_dump(),
@@ -139,7 +141,7 @@ def run_pipeline(
     fold ensemble did; its fold-0 score is recorded beside the teacher's. The submission stays the best
     round's (``saltseg predict OUT/student`` uses the student).
     """
-    from saltseg.inference.predict import PRED_MASKS_FILE, predict_folder, tile_ids
+    from saltseg.inference.predict import predict_folder, tile_ids
 
     data_dir, out = Path(data_dir), Path(out)
     if pseudo_rounds < 0:
@@ -150,7 +152,7 @@ def run_pipeline(
         raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
     best_only = test_members == "best"
     started = time.time()
-    state_file, cfg_file = out / PIPELINE_FILE, out / "config.yaml"
+    state_file, cfg_file = out / names.PIPELINE_FILE, out / names.CONFIG_FILE
     if resume and state_file.exists() and cfg_file.exists():
         result = json.loads(state_file.read_text())
         cfg = load_config(cfg_file)  # the budget-fitted config of the first start
@@ -226,14 +228,14 @@ def run_pipeline(
             best_only,
         )
     if test_images is not None:
-        csv_path = out / "submission.csv"
+        csv_path = out / names.SUBMISSION_FILE
         if "submission" not in result or not csv_path.exists():
-            pred = final_run / "test_pred"
+            pred = PredictionDir(final_run / "test_pred")
             if f"test_round{best}" in result:
                 # the best round already predicted every test tile (for the next round's pseudo-labels)
                 with atomic_write(csv_path) as f:
-                    f.write((pred / PRED_MASKS_FILE).read_text())
-                meta = json.loads((pred / "meta.json").read_text())
+                    f.write(pred.masks_file.read_text())
+                meta = pred.read_meta()
             else:
                 meta = predict_folder(
                     [final_run],
@@ -245,9 +247,9 @@ def run_pipeline(
                 )
             result["submission"] = {
                 "csv": str(csv_path),
-                "tiles": meta["n_tiles"],
-                "members": len(meta["models"]),
-                "seconds": meta["seconds"],
+                "tiles": meta.n_tiles,
+                "members": len(meta.models),
+                "seconds": meta.seconds,
             }
     result["final_run"] = str(final_run)
     final = result[f"round{best}"]
@@ -273,7 +275,7 @@ def _teacher_predictions(
     pred = teacher / "test_pred"
     if key not in result:
         meta = predict_folder([teacher], test_images, pred, batch_size=batch_size, best_only=best_only)
-        result[key] = {"seconds": meta["seconds"], "tiles": meta["n_tiles"]}
+        result[key] = {"seconds": meta.seconds, "tiles": meta.n_tiles}
         save()
     return pred
 
@@ -329,7 +331,7 @@ def _distill(
     if cfg_s.train.max_minutes is not None:
         cfg_s.train.max_minutes = cfg_s.train.max_minutes * cfg.data.folds
     _round(cfg_s, data_dir, out / "student", resume, progress, student, folds=[0])
-    teacher_fold0 = json.loads((teacher / "fold0" / "summary.json").read_text())
-    student["teacher_fold0_oof_thr05"] = teacher_fold0.get("oof_score")
+    teacher_fold0 = RunDir(teacher).fold(0).read_summary()
+    student["teacher_fold0_oof_thr05"] = teacher_fold0.oof_score if teacher_fold0 else None
     student["student_fold0_oof_thr05"] = student["folds"][0]["oof_score"]
     save()

@@ -74,10 +74,11 @@ def _demo(p: argparse.ArgumentParser):
         if run_dir.exists():
             shutil.rmtree(run_dir)
         summary = train_run(cfg, train_dir, run_dir, folds_to_run=[0], progress=True)
-        fold = summary["folds"][0]
-        best = fold["best_val_score"]
+        assert summary is not None  # the demo runs in one process
+        fold = summary.folds[0]
+        best = fold.best_val_score
         shown = "none" if best is None else f"{best:.4f}"
-        print(f"[2/5] trained fold 0 in {fold['minutes']} min: validation score {shown}")
+        print(f"[2/5] trained fold 0 in {fold.minutes} min: validation score {shown}")
         pp, log = tune_run(run_dir)
         print(
             f"[3/5] tuned post-processing on out-of-fold tiles: {log[0][1]:.4f} -> {log[-1][1]:.4f} "
@@ -86,7 +87,7 @@ def _demo(p: argparse.ArgumentParser):
         sub = out / "submission.csv"
         meta = predict_folder([run_dir], held_dir, out / "pred_heldout", csv_path=sub, split="train")
         print(
-            f"[4/5] predicted {meta['n_tiles']} held-out tiles ({meta['tiles_per_second']} tiles/s), "
+            f"[4/5] predicted {meta.n_tiles} held-out tiles ({meta.tiles_per_second} tiles/s), "
             f"submission: {sub}"
         )
         lines = evaluate_predictions(out / "pred_heldout", held_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from saltseg.artifacts import names
 from saltseg.cli import command
 from saltseg.errors import SaltsegError
 
@@ -88,8 +89,8 @@ def _predict(p: argparse.ArgumentParser):
             device=resolve_device(args.device),
         )
         print(
-            f"predicted {meta['n_tiles']} tiles with {len(meta['models'])} model(s) in {meta['seconds']} s "
-            f"({meta['tiles_per_second']} tiles/s); {meta['n_empty']} empty masks -> {args.out}"
+            f"predicted {meta.n_tiles} tiles with {len(meta.models)} model(s) in {meta.seconds} s "
+            f"({meta.tiles_per_second} tiles/s); {meta.n_empty} empty masks -> {args.out}"
         )
         if args.csv:
             print(f"submission: {args.csv}")
@@ -117,7 +118,7 @@ def _tune(p: argparse.ArgumentParser):
             gain = "" if prev is None else f" ({score - prev:+.4f})"
             print(f"{step:<40} oof score {score:.4f}{gain}")
             prev = score
-        print(f"saved {args.run_dir / 'postprocess.json'}")
+        print(f"saved {args.run_dir / names.POSTPROCESS_FILE}")
         return 0
 
     return run
@@ -137,9 +138,10 @@ def _ensemble(p: argparse.ArgumentParser):
         from saltseg.inference.ensemble import build_ensemble
 
         s = build_ensemble(args.runs, args.out, args.weights)
-        for m in s["members"]:
-            print(f"{m['run']}: weight {m['weight']:.3f}, cv {m['cv_score']:.4f}")
-        print(f"ensemble oof score: {s['oof_score']:.4f} over {s['n_oof']} tiles -> {args.out}")
+        for m in s.members:
+            cv = "classifier (empty gate only)" if m.cv_score is None else f"cv {m.cv_score:.4f}"
+            print(f"{m.run}: weight {m.weight:.3f}, {cv}")
+        print(f"ensemble oof score: {s.oof_score:.4f} over {s.n_oof} tiles -> {args.out}")
         return 0
 
     return run

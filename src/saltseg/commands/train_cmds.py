@@ -82,14 +82,16 @@ def _train(p: argparse.ArgumentParser):
             resume=args.resume,
             progress=not args.no_progress,
         )
-        for f in summary["folds"]:  # empty in the extra processes of a multi-process run
-            reason = f" ({f['reason']})" if f.get("reason") else ""
+        if summary is None:  # an extra process of a multi-process run: rank zero reports
+            return 0
+        for f in summary.folds:
+            reason = f" ({f.reason})" if f.reason else ""
             print(
-                f"fold {f['fold']}: {f['status']}{reason}, best val {_fmt(f['best_val_score'])}, "
-                f"oof {_fmt(f.get('oof_score'))} ({f['minutes']} min)"
+                f"fold {f.fold}: {f.status}{reason}, best val {_fmt(f.best_val_score)}, "
+                f"oof {_fmt(f.oof_score)} ({f.minutes} min)"
             )
-        if "oof_score" in summary:
-            print(f"oof score: {summary['oof_score']:.4f} over {summary['n_oof']} tiles")
+        if summary.oof_score is not None:
+            print(f"oof score: {summary.oof_score:.4f} over {summary.n_oof} tiles")
         return 0
 
     return run

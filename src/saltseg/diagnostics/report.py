@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from saltseg.artifacts import names
 from saltseg.diagnostics.runs import RunInfo, member_runs, open_run
 from saltseg.errors import SaltsegError
 from saltseg.metrics.kaggle import coverage, kaggle_scores, score_breakdown
@@ -214,16 +215,10 @@ class _Oof:
 
 def _load_oof(run: RunInfo) -> _Oof | None:
     d = run.load_oof()
-    if d is None:
+    if d is None or d.probs is None or d.fold is None:
         return None
     return _Oof(
-        run.name,
-        d["ids"],
-        d["probs"],
-        d["truth"],
-        d.get("salt"),
-        d["fold"],
-        threshold_curve(d["probs"], d["truth"]),
+        run.name, np.array(d.ids), d.probs, d.truth, d.salt, d.fold, threshold_curve(d.probs, d.truth)
     )
 
 
@@ -260,7 +255,7 @@ def _full_postprocess(run: RunInfo, oof: _Oof, src: object | None) -> str | None
     from saltseg.inference.postprocess import apply_postprocess, load_postprocess
 
     try:
-        cfg = load_postprocess(run.path / "postprocess.json")
+        cfg = load_postprocess(run.path / names.POSTPROCESS_FILE)
     except SaltsegError as exc:
         return f"postprocess.json not applied: {_e(exc)}"
     what = [f"threshold {cfg.threshold:.2f}"]
@@ -329,20 +324,20 @@ def _stages_table(run: RunInfo, sid) -> str:
 def _folds_table(run: RunInfo, sid) -> str:
     rows = []
     for f in run.folds:
-        s = f.summary or {}
-        members = s.get("member_scores") or {}
+        s = f.summary
+        members = s.member_scores if s else {}
         mem = ", ".join(f"{_e(k.removesuffix('.safetensors'))} {_f(v)}" for k, v in members.items())
         rows.append(
             [
                 f"fold {f.index}",
                 _status(f.status),
-                _e(s.get("epochs", "–")),
+                _e(s.epochs if s else "–"),
                 _f(f.minutes, 2),
                 _f(f.best_val),
                 _f(f.oof_score),
-                _e(s.get("n_val", "–")),
+                _e(s.n_val if s else "–"),
                 mem or "–",
-                _e(s.get("reason") or ""),
+                _e((s.reason if s else None) or ""),
             ]
         )
     if not rows:
@@ -548,16 +543,23 @@ def _members_table(ens: RunInfo, sid) -> str:
     for m, info in member_runs(ens):
         rows.append(
             [
-                _e(info.name if info else m.get("name") or Path(str(m.get("run", "?"))).name),
-                f"<code>{_e(m.get('run', '?'))}</code>",
-                _f(m.get("weight"), 3),
-                _f(m.get("cv_score")),
+                _e(info.name if info else Path(m.run).name),
+                f"<code>{_e(m.run)}</code>",
+                _f(m.weight, 3),
+                _f(m.cv_score),
                 _f(info.best_val if info else None),
                 _e(",".join(str(f.index) for f in info.folds) if info else "not found"),
             ]
         )
     rows.append(
-        ["<b>ensemble</b>", f"<code>{_e(ens.path)}</code>", "", _f(ens.summary.get("oof_score")), "", ""]
+        [
+            "<b>ensemble</b>",
+            f"<code>{_e(ens.path)}</code>",
+            "",
+            _f(ens.summary.oof_score if ens.summary else None),
+            "",
+            "",
+        ]
     )
     return "<h3>Members</h3>" + _table(
         ["member", "run", "weight", "CV score", "best val", "folds"],
@@ -577,11 +579,11 @@ def _compare_section(runs: list[RunInfo], oofs: list[_Oof | None]) -> str:
             for m, info in member_runs(run):
                 rows.append(
                     [
-                        "&nbsp;&nbsp;↳ " + _e(info.name if info else Path(str(m.get("run", "?"))).name),
+                        "&nbsp;&nbsp;↳ " + _e(info.name if info else Path(m.run).name),
                         "member",
-                        f"<code>{_e(m.get('run', '?'))}</code>",
-                        _f(m.get("weight"), 3),
-                        _f(m.get("cv_score")),
+                        f"<code>{_e(m.run)}</code>",
+                        _f(m.weight, 3),
+                        _f(m.cv_score),
                         "–",
                         "–",
                         _f(info.best_val if info else None),

@@ -20,8 +20,24 @@ from typing import Any
 import numpy as np
 import yaml
 
+from saltseg.artifacts import (
+    EnsembleDir,
+    EnsembleMember,
+    EnsembleSummary,
+    FoldDir,
+    FoldState,
+    FoldSummary,
+    OutOfFold,
+    RunDir,
+    RunSummary,
+    names,
+    read_data_dir,
+    read_oof,
+    read_record,
+)
+from saltseg.artifacts.records import Record
 from saltseg.errors import DataError, SaltsegError
-from saltseg.training.study import TRIAL_FILE, StudyReport
+from saltseg.training.study import StudyReport
 
 CURVE_KEYS = ("train_loss", "val_loss", "val_score", "lr")
 _CSV_KEYS = {"train_loss_epoch": "train_loss", "val_loss": "val_loss", "val_score": "val_score"}
@@ -48,6 +64,14 @@ def _try_json(path: Path) -> Any:
         return None
 
 
+def _try_record(cls: type[Record], path: Path) -> Any:
+    """The record at ``path``, None when it is missing or unreadable (a run being written)."""
+    try:
+        return read_record(cls, path) if path.exists() else None
+    except DataError:
+        return None
+
+
 def _num(text: str | None) -> float | None:
     if text is None or text == "":
         return None
@@ -63,22 +87,8 @@ def _fold_index(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def is_run_dir(path: Path) -> bool:
-    """A training run folder: ``config.yaml`` beside ``fold*/`` folders, ``data.json``, ``folds.csv``
-    or ``summary.json``."""
-    return (path / "config.yaml").is_file() and (
-        any((path / f).is_file() for f in ("summary.json", "data.json", "folds.csv"))
-        or any(p.is_dir() for p in path.glob("fold*"))
-    )
-
-
-def is_ensemble_dir(path: Path) -> bool:
-    """An ensemble folder: ``summary.json`` with a ``members`` list (``saltseg ensemble``)."""
-    if (path / "config.yaml").exists() or not (path / "summary.json").is_file():
-        return False
-    s = _try_json(path / "summary.json")
-    members = s.get("members") if isinstance(s, dict) else None
-    return bool(members) and isinstance(members, list) and all(isinstance(m, dict) for m in members)
+is_run_dir = RunDir.looks_like
+is_ensemble_dir = EnsembleDir.looks_like
 
 
 # ------------------------------------------------------------------------------------------ learning logs
@@ -158,42 +168,41 @@ class FoldInfo:
 
     index: int
     path: Path
-    summary: dict | None
-    state: dict | None
+    summary: FoldSummary | None
+    state: FoldState | None
 
     @property
     def status(self) -> str:
-        if self.state and self.state.get("status"):
-            return str(self.state["status"])
-        if self.summary and self.summary.get("status"):
-            return str(self.summary["status"])
-        return "running" if (self.path / "logs").exists() else "pending"
+        if self.state is not None:
+            return self.state.status
+        if self.summary is not None:
+            return self.summary.status
+        return "running" if FoldDir(self.path).logs_dir.exists() else "pending"
 
     @property
     def minutes(self) -> float | None:
-        if self.summary and self.summary.get("minutes") is not None:
-            return float(self.summary["minutes"])
-        if self.state and self.state.get("seconds") is not None:
-            return round(float(self.state["seconds"]) / 60, 2)
+        if self.summary is not None:
+            return self.summary.minutes
+        if self.state is not None:
+            return round(self.state.seconds / 60, 2)
         return None
 
     @property
     def best_val(self) -> float | None:
-        for d, key in ((self.summary, "best_val_score"), (self.state, "best_score")):
-            if d and d.get(key) is not None:
-                return float(d[key])
-        return None
+        if self.summary is not None and self.summary.best_val_score is not None:
+            return self.summary.best_val_score
+        return None if self.state is None else self.state.best_score
 
     @property
     def oof_score(self) -> float | None:
-        v = (self.summary or {}).get("oof_score")
-        return None if v is None else float(v)
+        return None if self.summary is None else self.summary.oof_score
 
     def curves(self, stage_names: list[tuple[str, str]]) -> list[StageCurve]:
         """Learning curves of each stage that has a ``metrics.csv``."""
         out = []
-        for log in sorted((self.path / "logs").glob("stage*/**/metrics.csv")):
-            m = re.match(r"stage(\d+)", log.relative_to(self.path / "logs").parts[0])
+        logs = FoldDir(self.path).logs_dir
+        for log in sorted(logs.glob("stage*/**/metrics.csv")):
+            m = re.match(r"stage(\d+)", log.relative_to(logs).parts[0])
             if not m:
                 continue
             si = int(m.group(1))
@@ -205,9 +214,10 @@ class FoldInfo:
 
     def snapshots(self) -> list[Snapshot]:
         """Snapshots and the best checkpoint, with the stage/epoch/score stored in their metadata."""
-        files = [(p, "snapshot") for p in sorted((self.path / "snapshots").glob("*.safetensors"))]
-        if (self.path / "best.safetensors").exists():
-            files.append((self.path / "best.safetensors", "best"))
+        fold = FoldDir(self.path)
+        files = [(p, "snapshot") for p in fold.snapshots()]
+        if fold.best_file.exists():
+            files.append((fold.best_file, "best"))
         if not files:
             return []
         from saltseg.checkpoints import read_metadata
@@ -241,7 +251,7 @@ class RunInfo:
     kind: str  # "run" or "ensemble"
     name: str
     config: dict
-    summary: dict
+    summary: RunSummary | EnsembleSummary | None
     folds: list[FoldInfo]
     data_dir: Path | None
     threshold: float
@@ -249,8 +259,9 @@ class RunInfo:
     postprocess: dict | None
 
     @property
-    def members(self) -> list[dict]:
-        return [m for m in self.summary.get("members", []) if isinstance(m, dict)]
+    def members(self) -> list[EnsembleMember]:
+        """An ensemble's member runs (none for a run)."""
+        return self.summary.members if isinstance(self.summary, EnsembleSummary) else []
 
     @property
     def stage_names(self) -> list[tuple[str, str]]:
@@ -270,9 +281,9 @@ class RunInfo:
 
     @property
     def oof_score(self) -> float | None:
-        v = self.summary.get("oof_score")
+        v = None if self.summary is None else self.summary.oof_score
         if v is None and self.folds and all(f.oof_score is not None for f in self.folds):
-            n = [(f.summary or {}).get("n_val") or 0 for f in self.folds]
+            n = [f.summary.n_val if f.summary else 0 for f in self.folds]
             if sum(n):
                 v = sum(f.oof_score * k for f, k in zip(self.folds, n, strict=True)) / sum(n)  # type: ignore[operator]
         return None if v is None else float(v)
@@ -290,36 +301,23 @@ class RunInfo:
     @property
     def status(self) -> str:
         if self.kind == "ensemble":
-            return "done" if (self.path / "oof.npz").exists() else "running"
+            return "done" if EnsembleDir(self.path).oof_file.exists() else "running"
         return combine_status([f.status for f in self.folds])
 
     def oof_files(self) -> list[Path]:
         if self.kind == "ensemble":
-            return [self.path / "oof.npz"] if (self.path / "oof.npz").exists() else []
-        return [f.path / "oof.npz" for f in self.folds if (f.path / "oof.npz").exists()]
+            oof = EnsembleDir(self.path).oof_file
+            return [oof] if oof.exists() else []
+        return [FoldDir(f.path).oof_file for f in self.folds if FoldDir(f.path).oof_file.exists()]
 
-    def load_oof(self) -> dict[str, np.ndarray] | None:
-        """Out-of-fold ids, probabilities, truth (and image-level salt probs, fold index) of every
-        finished fold, concatenated; None if there are none."""
+    def load_oof(self) -> OutOfFold | None:
+        """Out-of-fold predictions (with the fold of each tile) of every finished fold, concatenated;
+        None if there are none or they hold no masks (a classifier run)."""
         files = self.oof_files()
         if not files:
             return None
-        from saltseg.training.train import load_probs
-
-        parts = []
-        for p in files:
-            try:
-                d = load_probs(p)
-            except (OSError, ValueError, KeyError) as exc:
-                raise DataError(f"unreadable out-of-fold file ({exc})", p) from None
-            if "truth" not in d:
-                raise DataError("out-of-fold file has no truth masks", p)
-            d["fold"] = np.full(len(d["ids"]), _fold_index(p.parent), dtype=int)
-            parts.append(d)
-        out = {k: np.concatenate([d[k] for d in parts]) for k in ("ids", "probs", "truth", "fold")}
-        if all("salt" in d for d in parts):
-            out["salt"] = np.concatenate([d["salt"] for d in parts])
-        return out
+        oof = read_oof(files, [_fold_index(p.parent) for p in files])
+        return oof if oof.probs is not None else None
 
 
 def combine_status(statuses: list[str]) -> str:
@@ -347,17 +345,14 @@ def _resolve_member(run: str, base: Path) -> Path | None:
     return None
 
 
-def _data_dir(path: Path, members: list[dict]) -> Path | None:
-    d = _try_json(path / "data.json")
-    if isinstance(d, dict) and d.get("data_dir"):
-        return Path(d["data_dir"])
+def _data_dir(path: Path, members: list[EnsembleMember]) -> Path | None:
+    found = read_data_dir(path)
     for m in members:
-        run = _resolve_member(str(m.get("run", "")), path)
-        if run is not None:
-            d = _try_json(run / "data.json")
-            if isinstance(d, dict) and d.get("data_dir"):
-                return Path(d["data_dir"])
-    return None
+        if found is not None:
+            break
+        run = _resolve_member(m.run, path)
+        found = read_data_dir(run) if run is not None else None
+    return found
 
 
 def open_run(path: str | Path) -> RunInfo:
@@ -367,40 +362,45 @@ def open_run(path: str | Path) -> RunInfo:
         raise DataError("folder not found", path)
     if not path.is_dir():
         raise DataError("not a folder (expected a run folder made by saltseg train)", path)
+    summary: RunSummary | EnsembleSummary | None
     if is_run_dir(path):
+        run = RunDir(path)
         kind = "run"
         try:
-            config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+            config = yaml.safe_load(run.config_file.read_text()) or {}
         except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"unreadable config ({type(exc).__name__})", path / "config.yaml") from None
+            raise DataError(f"unreadable config ({type(exc).__name__})", run.config_file) from None
         if not isinstance(config, dict):
-            raise DataError("config is not a mapping", path / "config.yaml")
-        summary = _try_json(path / "summary.json") or {}
-        fold_dirs = sorted(
-            (p for p in path.glob("fold*") if p.is_dir() and _fold_index(p) >= 0), key=_fold_index
-        )
+            raise DataError("config is not a mapping", run.config_file)
+        summary = _try_record(RunSummary, run.summary_file)
         folds = [
-            FoldInfo(_fold_index(p), p, _try_json(p / "summary.json"), _try_json(p / "state.json"))
-            for p in fold_dirs
+            FoldInfo(
+                f.index,
+                f.path,
+                _try_record(FoldSummary, f.summary_file),
+                _try_record(FoldState, f.state_file),
+            )
+            for f in run.folds()
         ]
         name = str(config.get("name") or path.name)
     elif is_ensemble_dir(path):
         kind, config, folds = "ensemble", {}, []
-        summary = _read_json(path / "summary.json")
-        name = str(summary.get("name") or path.name)
+        try:
+            summary = EnsembleDir(path).read_spec()
+        except SaltsegError as exc:
+            raise DataError(exc.message, exc.path) from None
+        name = path.name
     else:
         raise DataError(
             "not a run folder: expected config.yaml and fold*/ (saltseg train) "
-            "or summary.json with members (saltseg ensemble)",
+            "or ensemble.json (saltseg ensemble)",
             path,
         )
-    if not isinstance(summary, dict):
-        summary = {}
-    post = _try_json(path / "postprocess.json")
+    post = _try_json(path / names.POSTPROCESS_FILE)
     threshold, source = DEFAULT_THRESHOLD, "default"
     if isinstance(post, dict) and isinstance(post.get("threshold"), int | float):
-        threshold, source = float(post["threshold"]), "postprocess.json"
-    members = [m for m in summary.get("members", []) if isinstance(m, dict)] if kind == "ensemble" else []
+        threshold, source = float(post["threshold"]), names.POSTPROCESS_FILE
+    members = summary.members if isinstance(summary, EnsembleSummary) else []
     return RunInfo(
         path=path,
         kind=kind,
@@ -415,11 +415,11 @@ def open_run(path: str | Path) -> RunInfo:
     )
 
 
-def member_runs(ens: RunInfo) -> list[tuple[dict, RunInfo | None]]:
+def member_runs(ens: RunInfo) -> list[tuple[EnsembleMember, RunInfo | None]]:
     """Each member of an ensemble with its run folder, when it can be found and read."""
     out = []
     for m in ens.members:
-        run_dir = _resolve_member(str(m.get("run", "")), ens.path)
+        run_dir = _resolve_member(m.run, ens.path)
         info = None
         if run_dir is not None:
             try:
@@ -445,7 +445,8 @@ def _ago(seconds: float) -> str:
 
 def _last_update(path: Path) -> float:
     times = []
-    for pat in ("summary.json", "fold*/state.json", "fold*/summary.json", "fold*/logs/stage*/metrics.csv"):
+    state, summary = names.STATE_FILE, names.SUMMARY_FILE
+    for pat in (summary, f"fold*/{state}", f"fold*/{summary}", f"fold*/{names.LOGS_DIR}/stage*/metrics.csv"):
         times += [p.stat().st_mtime for p in path.glob(pat)]
     return max(times) if times else path.stat().st_mtime
 
@@ -471,15 +472,12 @@ def _run_row(info: RunInfo, root: Path) -> dict:
         done = [f.index for f in info.folds]
         k = info.n_folds
         row["folds"] = ",".join(map(str, done)) + (f" of {k}" if k else "") if done else "-"
-        ep = [(f.summary or {}).get("epochs") for f in info.folds]
-        ep = [e for e in ep if e is not None]
+        ep = [f.summary.epochs for f in info.folds if f.summary is not None]
         total = sum(
             int((s or {}).get("epochs", 0)) for s in info.config.get("stages") or [] if isinstance(s, dict)
         )
         row["epochs"] = max(ep) if ep else (total or None)
-        reasons = [
-            str((f.summary or {}).get("reason")) for f in info.folds if (f.summary or {}).get("reason")
-        ]
+        reasons = [f.summary.reason for f in info.folds if f.summary is not None and f.summary.reason]
         if reasons:
             row["note"] = reasons[0]
         if row["status"] == "running":
@@ -514,8 +512,8 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
         raise DataError("not a folder", root)
     rows: list[dict] = []
     seen: dict[str, dict] = {}
-    candidates = {p.parent for p in root.rglob("summary.json")} | {
-        p.parent for p in root.rglob("config.yaml")
+    candidates = {p.parent for p in root.rglob(names.SUMMARY_FILE)} | {
+        p.parent for p in root.rglob(names.CONFIG_FILE)
     }
     for d in sorted(candidates):
         if not (is_run_dir(d) or is_ensemble_dir(d)):
@@ -526,13 +524,13 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
             rows.append({"run": str(d), "name": d.name, "status": "unreadable", "note": str(exc)})
             continue
         row = _run_row(info, root)
-        trial = _try_json(d / TRIAL_FILE)
+        trial = _try_json(d / names.TRIAL_FILE)
         if isinstance(trial, dict) and trial.get("state") in ("pruned", "failed"):
             row["status"] = str(trial["state"])
             row["note"] = f"search trial {trial.get('number')}: {trial['state']}"
         rows.append(row)
         seen[row["path"]] = row
-    for q in sorted(root.rglob("queue.json")):
+    for q in sorted(root.rglob(names.QUEUE_FILE)):
         for r in _queue_rows(q):
             match = next((seen[c] for c in r["_candidates"] if c in seen), None)
             if match is not None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from saltseg.artifacts.names import PRED_MASKS_FILE
 from saltseg.data.tiles import open_dataset, read_image, read_mask
 from saltseg.errors import DataError
-from saltseg.evaluation import PRED_MASKS_FILE
 from saltseg.metrics.kaggle import kaggle_scores
 from saltseg.utils.io import atomic_path
 

@@ -1,23 +1,37 @@
 """``saltseg ensemble``: weighted averages of runs (each already an average of its folds and snapshots),
-weighted equally, by CV score, or with weights optimised on out-of-fold predictions."""
+weighted equally, by CV score, or with weights optimised on out-of-fold predictions.
+
+A run without a mask head (the separate empty/non-empty classifier) takes no part in the mask average;
+it feeds the image-level salt probability that the empty gate thresholds, with as much weight as all
+segmentation runs together. ``saltseg predict`` averages the same way (see :mod:`saltseg.predictor`), so
+the settings tuned on the ensemble's OOF predictions are the ones prediction meets.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from saltseg.artifacts import (
+    EnsembleDir,
+    EnsembleMember,
+    EnsembleSummary,
+    OutOfFold,
+    RunDir,
+    open_oof_source,
+    read_data_dir,
+    save_probs,
+    write_data_dir,
+)
 from saltseg.errors import DataError
-from saltseg.inference.tune import OOF, load_oof
 from saltseg.metrics.kaggle import kaggle_scores
-from saltseg.utils.io import write_json
 
 Weighting = Literal["equal", "cv", "optimize"]
 
 
-def _align(oofs: list[OOF], runs: list[Path]) -> list[OOF]:
+def _align(oofs: list[OutOfFold], runs: list[Path]) -> list[OutOfFold]:
     common = set(oofs[0].ids)
     for o in oofs[1:]:
         common &= set(o.ids)
@@ -27,16 +41,7 @@ def _align(oofs: list[OOF], runs: list[Path]) -> list[OOF]:
     out = []
     for o in oofs:
         pos = {i: k for k, i in enumerate(o.ids)}
-        idx = np.array([pos[i] for i in order])
-        out.append(
-            OOF(
-                order,
-                o.probs[idx],
-                o.truth[idx],
-                None if o.salt is None else o.salt[idx],
-                None if o.images is None else o.images[idx],
-            )
-        )
+        out.append(o.take(np.array([pos[i] for i in order])))
     return out
 
 
@@ -79,14 +84,16 @@ def _search_weights(stack: np.ndarray, truth: np.ndarray, starts: list[np.ndarra
     return best / best.sum()
 
 
-def ensemble_weights(oofs: list[OOF], how: Weighting) -> tuple[np.ndarray, list[float]]:
+def ensemble_weights(oofs: list[OutOfFold], how: Weighting) -> tuple[np.ndarray, list[float]]:
     """Weights (summing to 1) of aligned OOF predictions, and each member's own CV score.
 
     ``equal``: 1/n each; ``cv``: proportional to each member's OOF score (equal if all score 0);
     ``optimize``: searched to maximise the OOF score of the weighted average, never below the best
     member alone nor the equal and CV weightings.
     """
-    cv = [_score(o.probs, o.truth) for o in oofs]
+    cv = [_score(o.probs, o.truth) for o in oofs if o.probs is not None]
+    if len(cv) != len(oofs):
+        raise DataError("ensemble_weights weighs segmentation runs only (a run here has no masks)")
     n = len(oofs)
     equal = np.full(n, 1.0 / n)
     cv_w = np.asarray(cv, dtype=float)
@@ -95,43 +102,59 @@ def ensemble_weights(oofs: list[OOF], how: Weighting) -> tuple[np.ndarray, list[
         return equal, cv
     if how == "cv":
         return cv_w, cv
-    stack = np.stack([o.probs for o in oofs])
+    stack = np.stack([o.probs for o in oofs if o.probs is not None])
     starts = [equal, cv_w, *np.eye(n)]
     return _search_weights(stack, oofs[0].truth, starts), cv
 
 
-def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv") -> dict:
+def _weighted(arrays: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    return np.tensordot(np.asarray(weights) / sum(weights), np.stack(arrays), axes=1).astype(np.float32)
+
+
+def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv") -> EnsembleSummary:
     """Combine runs into ensemble folder ``out``: ``ensemble.json`` (members and weights), ``oof.npz``
     (weighted OOF probabilities, so that ``saltseg tune`` and ``saltseg report`` work on it) and
-    ``summary.json``."""
-    from saltseg.training.train import save_probs
+    ``summary.json``.
 
+    Segmentation runs are weighted by ``how``; classifier runs (no masks) share, equally, a weight
+    equal to the segmentation runs' total, and count only for the image-level salt probability.
+    """
     runs_p = [Path(r) for r in runs]
     out = Path(out)
-    if (out / "config.yaml").exists() or any(out.resolve() == r.resolve() for r in runs_p):
+    if RunDir.looks_like(out) or any(out.resolve() == r.resolve() for r in runs_p):
         raise DataError("the ensemble folder must not be a run folder; choose a new --out", out)
-    oofs = _align([load_oof(r, with_images=False) for r in runs_p], runs_p)
-    weights, cv = ensemble_weights(oofs, how)
-    probs = np.tensordot(weights, np.stack([o.probs for o in oofs]), axes=1).astype(np.float32)
-    salts = [o.salt for o in oofs]
-    salt = None
-    if all(s is not None for s in salts):
-        salt = np.tensordot(weights, np.stack(salts), axes=1)
+    oofs = _align([open_oof_source(r).load_oof() for r in runs_p], runs_p)
+    seg = [k for k, o in enumerate(oofs) if o.probs is not None]
+    if not seg:
+        raise DataError("no run with a mask head: an ensemble needs at least one segmentation run", runs_p[0])
+    seg_w, cv = ensemble_weights([oofs[k] for k in seg], how)
+    n_cls = len(oofs) - len(seg)
+    weights = [1.0 / max(n_cls, 1)] * len(oofs)  # the classifiers' share; the segmentation runs' below
+    scores: list[float | None] = [None] * len(oofs)
+    for k, w, c in zip(seg, seg_w, cv, strict=True):
+        weights[k], scores[k] = float(w), c
+    probs = _weighted([oofs[k].probs for k in seg], [weights[k] for k in seg])  # type: ignore[misc]
+    with_salt = [k for k, o in enumerate(oofs) if o.salt is not None and weights[k] > 0]
+    salt = (
+        _weighted([oofs[k].salt for k in with_salt], [weights[k] for k in with_salt]) if with_salt else None
+    )  # type: ignore[misc]
     out.mkdir(parents=True, exist_ok=True)
-    save_probs(out / "oof.npz", oofs[0].ids, probs, salt, oofs[0].truth)
-    members = [
-        {"run": str(r.resolve()), "weight": float(w), "cv_score": c}
-        for r, w, c in zip(runs_p, weights, cv, strict=True)
-    ]
-    write_json(out / "ensemble.json", {"weighting": how, "members": members})
-    data_json = runs_p[0] / "data.json"
-    if data_json.exists():
-        write_json(out / "data.json", json.loads(data_json.read_text()))
-    summary = {
-        "members": members,
-        "weighting": how,
-        "n_oof": len(oofs[0].ids),
-        "oof_score": _score(probs, oofs[0].truth),
-    }
-    write_json(out / "summary.json", summary)
+    folder = EnsembleDir(out)
+    save_probs(folder.oof_file, oofs[0].ids, probs, salt, oofs[0].truth)
+    total = sum(weights)
+    summary = EnsembleSummary(
+        weighting=how,
+        members=[
+            EnsembleMember(
+                run=str(r.resolve()), weight=w / total, cv_score=c, has_mask=oofs[k].probs is not None
+            )
+            for k, (r, w, c) in enumerate(zip(runs_p, weights, scores, strict=True))
+        ],
+        n_oof=len(oofs[0].ids),
+        oof_score=_score(probs, oofs[0].truth),
+    )
+    folder.write(summary)
+    data_dir = read_data_dir(runs_p[0])
+    if data_dir is not None:
+        write_data_dir(out, data_dir)
     return summary

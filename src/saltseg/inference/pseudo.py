@@ -8,17 +8,16 @@ training config uses them with ``data.pseudo_labels: DIR``; they never enter a v
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from saltseg.artifacts import PredictionDir, names
 from saltseg.data.tiles import open_dataset
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import apply_temperature
-from saltseg.inference.predict import load_prediction_probs
 from saltseg.metrics.kaggle import COVERAGE_BINS, coverage_class
 from saltseg.utils.io import write_json
 
@@ -70,8 +69,8 @@ def balance_by_coverage(keep: np.ndarray, classes: np.ndarray, seed: int = 0) ->
 def _prediction_threshold(pred_dir: Path) -> float:
     """The pixel threshold the prediction folder's masks were made with (0.5 when unknown)."""
     try:
-        return float(json.loads((pred_dir / "meta.json").read_text())["postprocess"]["threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(PredictionDir(pred_dir).read_meta().postprocess["threshold"])
+    except (DataError, ValueError, KeyError, TypeError):
         return 0.5
 
 
@@ -103,7 +102,7 @@ def write_pseudo_dataset(
         raise DataError("output exists and is not a folder", out)
     if out.exists() and any(out.iterdir()):
         raise DataError("output folder exists and is not empty", out)
-    pred = load_prediction_probs(pred_dir)
+    pred = PredictionDir(Path(pred_dir)).load_probs()
     threshold = _prediction_threshold(Path(pred_dir))
     src = open_dataset(images)
     labelled = set(src.labelled_ids) | (set(open_dataset(exclude).labelled_ids) if exclude else set())
@@ -143,7 +142,7 @@ def write_pseudo_dataset(
         },
         "per_coverage_class": {n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)},
     }
-    write_json(tmp / "pseudo.json", info)
+    write_json(tmp / names.PSEUDO_FILE, info)
     if out.exists():
         out.rmdir()
     tmp.rename(out)

@@ -35,8 +35,8 @@ __all__ = ["blend_window", "load_ensemble", "predict_large", "window_starts"]
 
 def _resolve_checkpoints(paths: Sequence[str | Path]) -> list[tuple[Path, float]]:
     """Expand MODEL arguments into ``(checkpoint, weight)`` pairs whose weights sum to 1
-    (the same rules as ``saltseg predict``: see :func:`saltseg.inference.predict.resolve_models`)."""
-    from saltseg.inference.predict import resolve_models
+    (the same rules as ``saltseg predict``: see :func:`saltseg.artifacts.resolve_models`)."""
+    from saltseg.artifacts import resolve_models
 
     if not paths:
         raise CheckpointError("no model given")
@@ -141,7 +141,7 @@ def predict_large(
         hflip: Average each window with its mirror image (flip TTA).
         weights: Ensemble weights (default: equal).
         floor: Blend weight at the window edge relative to its centre (see :func:`blend_window`).
-        autocast: bf16 autocast (fp16 on CUDA GPUs without bf16; ``saltseg.inference.tta.autocast_for``).
+        autocast: bf16 autocast (fp16 on CUDA GPUs without bf16; ``saltseg.predictor.autocast_for``).
         channels_last: Convert the models (in place) and the windows to channels-last memory format
             (faster bf16 convolutions on CPU for most encoders).
         progress: Called with ``(windows done, windows total)`` after each batch.
@@ -149,7 +149,7 @@ def predict_large(
     Returns:
         (H, W) float32 probabilities in [0, 1].
     """
-    from saltseg.inference.tta import autocast_for, predict_batch
+    from saltseg.predictor import autocast_for, predict_batch
 
     members = [models] if isinstance(models, torch.nn.Module) else list(models)
     if not members:

@@ -2,57 +2,29 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from saltseg.artifacts import OutOfFold, PostprocessConfig, open_oof_source, save_postprocess
 from saltseg.data.tiles import load_images, open_dataset
 from saltseg.errors import DataError
-from saltseg.inference.postprocess import (
-    POSTPROCESS_FILE,
-    PostprocessConfig,
-    apply_postprocess,
-    save_postprocess,
-)
+from saltseg.inference.postprocess import apply_postprocess
 from saltseg.metrics.kaggle import kaggle_scores
 
-
-@dataclass
-class OOF:
-    """Out-of-fold predictions of a run or an ensemble, with their truth and images."""
-
-    ids: list[str]
-    probs: np.ndarray
-    truth: np.ndarray
-    salt: np.ndarray | None
-    images: np.ndarray | None
+OOF = OutOfFold  # the name tuning has always used for out-of-fold predictions
 
 
-def load_oof(run_dir: str | Path, with_images: bool = True) -> OOF:
-    """Gather ``oof.npz`` of every fold of a run (or the ensemble's ``oof.npz``) and their images."""
-    from saltseg.training.train import load_probs
-
-    run_dir = Path(run_dir)
-    files = [run_dir / "oof.npz"] if (run_dir / "oof.npz").exists() else sorted(run_dir.glob("fold*/oof.npz"))
-    if not files:
-        raise DataError(
-            "no out-of-fold predictions (fold*/oof.npz or oof.npz); train the folds first", run_dir
-        )
-    parts = [load_probs(f) for f in files]
-    ids = [str(i) for p in parts for i in p["ids"]]
-    probs = np.concatenate([p["probs"] for p in parts])
-    truth = np.concatenate([p["truth"] for p in parts])
-    salt = np.concatenate([p["salt"] for p in parts]) if all("salt" in p for p in parts) else None
-    images = None
-    data_json = run_dir / "data.json"
-    if with_images and data_json.exists():
-        data_dir = json.loads(data_json.read_text())["data_dir"]
-        if Path(data_dir).exists():
-            src = open_dataset(data_dir)
-            images = load_images([src.image_path(i) for i in ids])
-    return OOF(ids, probs, truth, salt, images)
+def load_oof(run_dir: str | Path, with_images: bool = True) -> OutOfFold:
+    """Out-of-fold predictions of every fold of a run (or of an ensemble), with their images when the
+    recorded data folder is still there."""
+    source = open_oof_source(run_dir)
+    oof = source.load_oof()
+    data_dir = source.data_dir()
+    if with_images and data_dir is not None and data_dir.exists():
+        src = open_dataset(data_dir)
+        oof.images = load_images([src.image_path(i) for i in oof.ids])
+    return oof
 
 
 def _score(oof: OOF, cfg: PostprocessConfig) -> float:
@@ -64,6 +36,8 @@ def tune_postprocess(oof: OOF, try_crf: bool = False) -> tuple[PostprocessConfig
 
     Returns the tuned settings and ``[(step description, OOF score after it), ...]``.
     """
+    if oof.probs is None:
+        raise DataError("the out-of-fold predictions hold no masks (a classifier alone); nothing to tune")
     cfg = PostprocessConfig(threshold=0.5, flat_empty=False)
     log = [("threshold 0.50 (untuned)", _score(oof, cfg))]
     best = log[0][1]
@@ -110,7 +84,7 @@ def tune_run(run_dir: str | Path, try_crf: bool = False) -> tuple[PostprocessCon
     oof = load_oof(run_dir)
     cfg, log = tune_postprocess(oof, try_crf=try_crf)
     save_postprocess(
-        Path(run_dir) / POSTPROCESS_FILE,
+        open_oof_source(run_dir).postprocess_file,
         cfg,
         tuning=[{"step": s, "oof_score": v} for s, v in log],
         n_oof=len(oof.ids),

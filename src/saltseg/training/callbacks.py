@@ -18,6 +18,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from saltseg.artifacts import names
 from saltseg.checkpoints import save_weights
 from saltseg.training.config import StageConfig
 from saltseg.training.schedules import cycle_of_epoch
@@ -125,7 +126,7 @@ class SnapshotKeeper(L.Callback):
         if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
             if trainer.is_global_zero:
-                save_weights(model, self.fold_dir / "best.safetensors", **info)
+                save_weights(model, self.fold_dir / names.BEST_FILE, **info)
         if self.stage.snapshots:
             cycle = cycle_of_epoch(self.stage.schedule, epoch, self.stage.epochs)
             if score > self.cycle_best.get(cycle, -math.inf):
@@ -133,12 +134,12 @@ class SnapshotKeeper(L.Callback):
                 if trainer.is_global_zero:
                     save_weights(
                         model,
-                        self.fold_dir / "snapshots" / f"s{self.stage_index}_c{cycle}.safetensors",
+                        self.fold_dir / names.SNAPSHOT_DIR / names.snapshot_name(self.stage_index, cycle),
                         cycle=cycle,
                         **info,
                     )
         if self.swa_k and epoch >= self.stage.epochs - self.swa_k and trainer.is_global_zero:
-            save_weights(model, self.fold_dir / "swa" / f"epoch{epoch:04d}.safetensors", **info)
+            save_weights(model, self.fold_dir / names.SWA_DIR / f"epoch{epoch:04d}.safetensors", **info)
 
 
 class TrainingGuard(L.Callback):

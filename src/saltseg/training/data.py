@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from saltseg.artifacts import names
 from saltseg.data.folds import make_folds
 from saltseg.data.tiles import TileSource, load_images, load_masks, open_dataset, read_image, read_mask
 from saltseg.errors import DataError
@@ -131,7 +132,7 @@ def load_pseudo_labels(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not src.labelled_ids:
         raise DataError("no pseudo-labelled tiles found (expected images/ and masks/)", folder)
     images = load_images([src.image_path(i) for i in src.labelled_ids])
-    info_file = Path(folder) / "pseudo.json"
+    info_file = Path(folder) / names.PSEUDO_FILE
     try:
         soft = bool(json.loads(info_file.read_text()).get("soft")) if info_file.exists() else False
     except (OSError, ValueError, AttributeError):

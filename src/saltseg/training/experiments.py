@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from saltseg.artifacts import names
 from saltseg.errors import SaltsegError
 from saltseg.utils.io import write_json
 
@@ -47,12 +48,13 @@ def run_queue(
             row["name"] = folder
             row["run"] = str(out / folder)
             summary = train_run(cfg, data_dir, out / folder, folds_to_run=folds, progress=False)
+            assert summary is not None  # a queue runs in one process
             row.update(
                 status="done",
-                oof_score=summary.get("oof_score"),
-                best_val=max((f.get("best_val_score") or 0) for f in summary["folds"]),
+                oof_score=summary.oof_score,
+                best_val=max((f.best_val_score or 0) for f in summary.folds),
             )
-            stops = [f["reason"] for f in summary["folds"] if f.get("reason")]
+            stops = [f.reason for f in summary.folds if f.reason]
             if stops:
                 row["note"] = stops[0]
         except SaltsegError as exc:
@@ -64,7 +66,7 @@ def run_queue(
         row["minutes"] = round((time.time() - started) / 60, 2)
         results.append(row)
         console.print(f"[bold]{row['name']}[/]: {row['status']} {row.get('error', '')}")
-        write_json(out / "queue.json", results)
+        write_json(out / names.QUEUE_FILE, results)
     return results
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 
+from saltseg.artifacts import names
 from saltseg.errors import ConfigError, SaltsegError
 from saltseg.training.config import apply_overrides, load_config, parse_config, read_config_dict, read_yaml
 from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, StudyReport, read_study
@@ -323,11 +324,11 @@ def run_search(
         # a retry of a trial whose process died carries that trial's run folder: continue it there
         retried = trial.user_attrs.get("run")
         run_dir = out / (retried or f"trials/trial_{trial.number:04d}")
-        resume = retried is not None and (run_dir / "config.yaml").exists()
+        resume = retried is not None and (run_dir / names.CONFIG_FILE).exists()
         trial.set_user_attr("run", str(run_dir.relative_to(out)))
         started = time.time()
         if resume:  # continue the trial with the config it started with (its fitted epochs)
-            cfg = load_config(run_dir / "config.yaml")
+            cfg = load_config(run_dir / names.CONFIG_FILE)
         elif minutes is not None:
             cfg = _fit(cfg, timing_tiles(cfg), minutes)
         record = {"number": trial.number, "params": params, "state": "running", "value": None}
@@ -356,17 +357,20 @@ def run_search(
             record.update(state="failed", reason=str(exc))
             write_json(run_dir / TRIAL_FILE, record)
             raise
-        fold_summary = next(f for f in summary["folds"] if f["fold"] == fold)
-        value = float(fold_summary["oof_score"])
+        assert summary is not None  # a search runs its trials in one process
+        fold_summary = next(f for f in summary.folds if f.fold == fold)
+        if fold_summary.oof_score is None:
+            raise SaltsegError(f"trial {trial.number} predicted no masks (a classifier): nothing to score")
+        value = fold_summary.oof_score
         record.update(
             state="complete",
             value=value,
-            epochs=fold_summary["epochs"],
-            minutes=fold_summary["minutes"],
-            best_val_score=fold_summary["best_val_score"],
+            epochs=fold_summary.epochs,
+            minutes=fold_summary.minutes,
+            best_val_score=fold_summary.best_val_score,
         )
-        trial.set_user_attr("minutes", fold_summary["minutes"])
-        trial.set_user_attr("epochs", fold_summary["epochs"])
+        trial.set_user_attr("minutes", fold_summary.minutes)
+        trial.set_user_attr("epochs", fold_summary.epochs)
         write_json(run_dir / TRIAL_FILE, record)
         return value
 

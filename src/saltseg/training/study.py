@@ -10,18 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saltseg.artifacts import names
 from saltseg.errors import SaltsegError
 
 __all__ = ["SEARCH_FILE", "STUDY_FILE", "TRIAL_FILE", "StudyReport", "TrialRow", "is_study_dir", "read_study"]
 
-STUDY_FILE = "study.db"
-"""The study's SQLite file inside the search folder."""
-
-SEARCH_FILE = "search.json"
-"""What the search was started with (base config, space, fold, budget), beside the study."""
-
-TRIAL_FILE = "trial.json"
-"""The trial's number, state, value and parameters, written into its run folder."""
+STUDY_FILE, SEARCH_FILE, TRIAL_FILE = names.STUDY_FILE, names.SEARCH_FILE, names.TRIAL_FILE
 
 STUDY_NAME = "saltseg"
 

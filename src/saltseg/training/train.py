@@ -1,27 +1,17 @@
 """Training runs: every fold of an experiment through its stages, with resume, keep-best, snapshots,
 SWA, out-of-fold probabilities and a summary per fold and per run.
 
-Run folder::
-
-    RUN/config.yaml            resolved config          RUN/folds.csv     the K-fold split
-    RUN/summary.json           folds, OOF score         RUN/fold{k}/...   one folder per fold
-    fold{k}/state.json         completed stages, status (resume reads it)
-    fold{k}/stage{i}/last.ckpt Lightning checkpoint of the stage in progress (resume)
-    fold{k}/best.safetensors   best validation epoch     fold{k}/snapshots/*.safetensors  per-cycle bests
-    fold{k}/oof.npz            ids, uint8 probabilities of the fold's members' average on its tiles
-    fold{k}/logs/              CSV and TensorBoard logs  fold{k}/summary.json
+The run folder's layout is :mod:`saltseg.artifacts.names`; this module writes it through
+:class:`~saltseg.artifacts.RunDir` and :class:`~saltseg.artifacts.FoldDir`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import signal
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -30,12 +20,23 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from saltseg.artifacts import (
+    FoldDir,
+    FoldState,
+    FoldSummary,
+    RunDir,
+    RunSummary,
+    load_probs,
+    read_data_dir,
+    save_probs,
+)
 from saltseg.augment import build_transforms
 from saltseg.checkpoints import average_weights, load_model, read_metadata, save_weights
 from saltseg.data.folds import load_folds, make_folds, save_folds
 from saltseg.errors import SaltsegError
 from saltseg.metrics.kaggle import kaggle_scores
 from saltseg.models import create_model
+from saltseg.predictor import EnsemblePredictor
 from saltseg.training.callbacks import (
     AppendingCSVLogger,
     AtomicCheckpointIO,
@@ -46,7 +47,7 @@ from saltseg.training.callbacks import (
 from saltseg.training.config import ExperimentConfig, dump_config
 from saltseg.training.data import LabelledTiles, SaltDataModule, TileDataset, load_pseudo_labels
 from saltseg.training.module import SaltModule
-from saltseg.utils.io import atomic_write, write_json
+from saltseg.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -131,42 +132,6 @@ def build_datamodule(
     )
 
 
-@dataclass
-class FoldState:
-    """What a fold has done, persisted in ``state.json`` so that ``--resume`` continues it."""
-
-    completed: list[int]
-    best_score: float = -math.inf
-    status: str = "running"
-    reason: str | None = None
-    seconds: float = 0.0
-
-    @classmethod
-    def load(cls, path: Path) -> FoldState:
-        if not path.exists():
-            return cls(completed=[])
-        d = json.loads(path.read_text())
-        return cls(
-            completed=d["completed"],
-            best_score=-math.inf if d.get("best_score") is None else float(d["best_score"]),
-            status=d.get("status", "running"),
-            reason=d.get("reason"),
-            seconds=d.get("seconds", 0.0),
-        )
-
-    def save(self, path: Path) -> None:
-        write_json(
-            path,
-            {
-                "completed": self.completed,
-                "best_score": None if self.best_score == -math.inf else self.best_score,
-                "status": self.status,
-                "reason": self.reason,
-                "seconds": self.seconds,
-            },
-        )
-
-
 def _fold_split(ids: list[str], folds: dict[str, int], fold: int) -> tuple[np.ndarray, np.ndarray]:
     f = np.array([folds[i] for i in ids])
     val = np.flatnonzero(f == fold)
@@ -229,8 +194,8 @@ def _trainer(
     if progress:
         cbs.append(RichProgressBar(leave=True))
     loggers = [
-        AppendingCSVLogger(fold_dir / "logs", name=f"stage{stage_index}", version=""),
-        TensorBoardLogger(fold_dir / "logs", name="tensorboard", version=f"stage{stage_index}"),
+        AppendingCSVLogger(FoldDir(fold_dir).logs_dir, name=f"stage{stage_index}", version=""),
+        TensorBoardLogger(FoldDir(fold_dir).logs_dir, name="tensorboard", version=f"stage{stage_index}"),
     ]
     kwargs = {}
     if max_seconds is not None:
@@ -259,7 +224,6 @@ def _trainer(
     )
 
 
-@torch.no_grad()
 def predict_tiles(
     models: list[torch.nn.Module],
     images: np.ndarray,
@@ -268,40 +232,9 @@ def predict_tiles(
     channels_last: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Average probability of ``models`` on uint8 tiles (N,H,W): (N,H,W) float32 and salt probs or None."""
-    from saltseg.inference.predict import EnsemblePredictor
-
     device = next(models[0].parameters()).device
     predictor = EnsemblePredictor(models, device=device, hflip=hflip, channels_last=channels_last)
     return predictor.predict_array(images, batch_size)
-
-
-def save_probs(
-    path: Path,
-    ids: list[str],
-    probs: np.ndarray,
-    salt: np.ndarray | None = None,
-    truth: np.ndarray | None = None,
-) -> None:
-    """Save probabilities as uint8 (p * 255) with their ids (and truth masks, for OOF), atomically."""
-    probs = np.nan_to_num(np.clip(probs, 0.0, 1.0), nan=0.0)  # a diverged model gives NaN
-    arrays = {"ids": np.array(ids), "probs": np.round(probs * 255).astype(np.uint8)}
-    if salt is not None:
-        arrays["salt"] = salt.astype(np.float32)
-    if truth is not None:
-        arrays["truth"] = np.packbits(truth.astype(bool), axis=-1)
-    with atomic_write(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
-
-
-def load_probs(path: Path) -> dict[str, np.ndarray]:
-    """Read a file written by :func:`save_probs` (probabilities back to float32 in [0, 1])."""
-    with np.load(path) as z:
-        d = {k: z[k] for k in z.files}
-    d["probs"] = d["probs"].astype(np.float32) / 255.0
-    if "truth" in d:
-        d["truth"] = np.unpackbits(d["truth"], axis=-1, count=d["probs"].shape[-1]).astype(bool)
-    d["ids"] = d["ids"].astype(str)
-    return d
 
 
 def eval_device(cfg: ExperimentConfig) -> torch.device:
@@ -311,8 +244,8 @@ def eval_device(cfg: ExperimentConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _swa(cfg: ExperimentConfig, fold_dir: Path, members: list[Path], dm: SaltDataModule) -> Path | None:
-    src = members if cfg.swa.members == "snapshots" else sorted((fold_dir / "swa").glob("epoch*.safetensors"))
+def _swa(cfg: ExperimentConfig, fold: FoldDir, members: list[Path], dm: SaltDataModule) -> Path | None:
+    src = members if cfg.swa.members == "snapshots" else sorted(fold.swa_dir.glob("epoch*.safetensors"))
     if len(src) < 2:
         log.warning("SWA skipped: fewer than two checkpoints to average")
         return None
@@ -323,7 +256,7 @@ def _swa(cfg: ExperimentConfig, fold_dir: Path, members: list[Path], dm: SaltDat
     loader = torch.utils.data.DataLoader(dm.train_dataset(), batch_size=cfg.train.batch_size, shuffle=True)
     # batches are (image, mask): update_bn feeds the images
     torch.optim.swa_utils.update_bn(loader, model, device=device)
-    return save_weights(model, fold_dir / "swa.safetensors", swa_of=[p.name for p in src])
+    return save_weights(model, fold.swa_file, swa_of=[p.name for p in src])
 
 
 def train_fold(
@@ -335,16 +268,19 @@ def train_fold(
     resume: bool = False,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
-) -> dict:
-    """Train one fold through all stages; returns its summary (also written to ``summary.json``).
+) -> FoldSummary | None:
+    """Train one fold through all stages; returns its summary (also written to ``summary.json``), or
+    None in the extra processes of a multi-process run.
 
     ``callbacks`` are added to every stage's Trainer (for example the search's pruning reporter).
     """
     fold_dir.mkdir(parents=True, exist_ok=True)
-    state_path = fold_dir / "state.json"
-    state = FoldState.load(state_path) if resume else FoldState(completed=[])
-    if resume and state.status in ("done", "stopped") and (fold_dir / "summary.json").exists():
-        return json.loads((fold_dir / "summary.json").read_text())
+    fd = FoldDir(fold_dir)
+    state = fd.read_state() if resume else FoldState()
+    if resume and state.status in ("done", "stopped"):
+        done = fd.read_summary()
+        if done is not None:
+            return done
     if resume and state.status == "failed":
         raise TrainingFailed(
             f"fold {fold} failed earlier ({state.reason}); it cannot be resumed: train it again into a new "
@@ -368,9 +304,9 @@ def train_fold(
     guard_reason, failed = None, False
     is_zero = True
     for si, stage in enumerate(cfg.stages):
-        stage_dir = fold_dir / f"stage{si}"
+        stage_dir = fd.stage_dir(si)
         if si in state.completed:
-            model.load_state_dict(load_model(stage_dir / "end.safetensors").state_dict())
+            model.load_state_dict(load_model(fd.stage_end(si)).state_dict())
             continue
         module.set_stage(si)
         dm.use_pseudo = pseudo is not None and (
@@ -380,12 +316,12 @@ def train_fold(
             fold_dir,
             si,
             stage,
-            state.best_score,
+            state.best,
             swa_k=cfg.swa.k
             if cfg.swa.enabled and cfg.swa.members == "last" and si == len(cfg.stages) - 1
             else 0,
         )
-        guard = TrainingGuard(cfg.train.stall_epochs, state.best_score)
+        guard = TrainingGuard(cfg.train.stall_epochs, state.best)
         extra: list[L.Callback] = [keeper, guard, *(callbacks or [])]
         if cfg.train.early_stopping:
             extra.append(
@@ -398,7 +334,7 @@ def train_fold(
                 max(budget - spent, 1) * stage.epochs / max(sum(s.epochs for s in cfg.stages[si:]), 1)
             )
         trainer = _trainer(cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress)
-        ckpt = stage_dir / "last.ckpt"
+        ckpt = fd.stage_checkpoint(si)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*exists and is not empty.*")
@@ -415,36 +351,35 @@ def train_fold(
                 # Lightning met Ctrl-C, shut down and calls sys.exit(1): say so, exit 130, resumable
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise TrainingInterrupted(f"continue with --resume (run folder {fold_dir.parent})") from None
-        state.best_score = max(state.best_score, keeper.best_score)
+        if keeper.best_score > state.best:
+            state.best_score = keeper.best_score
         is_zero = trainer.is_global_zero
         if not is_zero:
             if guard.reason:  # every rank took the same decision (see TrainingGuard)
                 break
             continue
-        save_weights(model, stage_dir / "end.safetensors", stage=si, epochs=trainer.current_epoch)
+        save_weights(model, fd.stage_end(si), stage=si, epochs=trainer.current_epoch)
         state.completed.append(si)
         state.seconds += time.time() - started
         started = time.time()
-        state.save(state_path)
+        fd.write_state(state)
         if guard.reason:
             guard_reason, failed = guard.reason, guard.failed
             break
     if not is_zero:
-        return {}
-    members = sorted((fold_dir / "snapshots").glob("*.safetensors"))
-    if not members and (fold_dir / "best.safetensors").exists():
-        members = [fold_dir / "best.safetensors"]
+        return None
+    members = fd.snapshots()
+    if not members and fd.best_file.exists():
+        members = [fd.best_file]
     if not members:
-        members = [fold_dir / f"stage{state.completed[-1]}" / "end.safetensors"]
+        members = [fd.stage_end(state.completed[-1])]
     if cfg.swa.enabled and not failed:
-        swa_path = _swa(cfg, fold_dir, members, dm)
+        swa_path = _swa(cfg, fd, members, dm)
         if swa_path is not None:
             members = [swa_path] if cfg.swa.replace else [*members, swa_path]
-    summary = _finish_fold(
-        cfg, tiles, val_idx, fold, fold_dir, members, state, total_epochs, guard_reason, failed
-    )
-    state.status, state.reason = summary["status"], guard_reason
-    state.save(state_path)
+    summary = _finish_fold(cfg, tiles, val_idx, fold, fd, members, state, total_epochs, guard_reason, failed)
+    state.status, state.reason = summary.status, guard_reason
+    fd.write_state(state)
     if failed:
         raise TrainingFailed(f"fold {fold} stopped: {guard_reason}")
     return summary
@@ -455,11 +390,11 @@ def _predict_oof(
     tiles: LabelledTiles,
     val_idx: np.ndarray,
     ids: list[str],
-    fold_dir: Path,
+    fold: FoldDir,
     members: list[Path],
-) -> tuple[float, dict[str, float]]:
-    """Predict the fold's validation tiles with its members into ``oof.npz``; the ensemble's and each
-    member's score at threshold 0.5 (one pass when there is one member)."""
+) -> tuple[float | None, dict[str, float]]:
+    """Predict the fold's validation tiles with its members into ``oof.npz`` (each member runs once);
+    the members' average's and each member's score at threshold 0.5 (None without a mask head)."""
     if tiles.images is not None and tiles.masks is not None:
         images, truth = tiles.images[val_idx], tiles.masks[val_idx]
     else:
@@ -467,18 +402,20 @@ def _predict_oof(
 
         images = load_images([tiles.source.image_path(i) for i in ids])
         truth = load_masks([tiles.source.mask_path(i) for i in ids])
-    device = eval_device(cfg)
-    models = [load_model(p).to(device) for p in members]
-    batch = cfg.train.batch_size * 2
-    probs, salt = predict_tiles(models, images, batch_size=batch, channels_last=cfg.train.channels_last)
-    save_probs(fold_dir / "oof.npz", ids, probs, salt, truth)
-    score = float(kaggle_scores(probs > 0.5, truth).mean())
-    if len(models) == 1:
-        return score, {members[0].name: score}
-    member_scores = {}
-    for p, m in zip(members, models, strict=True):
-        mp, _ = predict_tiles([m], images, batch_size=batch, channels_last=cfg.train.channels_last)
-        member_scores[p.name] = float(kaggle_scores(mp > 0.5, truth).mean())
+    predictor = EnsemblePredictor(
+        [load_model(p) for p in members], device=eval_device(cfg), channels_last=cfg.train.channels_last
+    )
+    pred = predictor.predict_tiles(images, batch_size=cfg.train.batch_size * 2, with_members=len(members) > 1)
+    save_probs(fold.oof_file, ids, pred.probs, pred.salt, truth)
+    if pred.probs is None:
+        return None, {}
+    score = float(kaggle_scores(pred.probs > 0.5, truth).mean())
+    per_member = pred.member_probs or [pred.probs]
+    member_scores = {
+        p.name: float(kaggle_scores(mp > 0.5, truth).mean())
+        for p, mp in zip(members, per_member, strict=True)
+        if mp is not None
+    }
     return score, member_scores
 
 
@@ -487,38 +424,35 @@ def _finish_fold(
     tiles: LabelledTiles,
     val_idx: np.ndarray,
     fold: int,
-    fold_dir: Path,
+    fd: FoldDir,
     members: list[Path],
     state: FoldState,
     total_epochs: int,
     reason: str | None,
     failed: bool,
-) -> dict:
+) -> FoldSummary:
     ids = [tiles.ids[i] for i in val_idx]
     # epochs trained: fewer than planned when train.max_minutes, early stopping or a guard ended a stage
-    trained = sum(
-        int(read_metadata(fold_dir / f"stage{si}" / "end.safetensors")[1].get("epochs", 0))
-        for si in state.completed
-    )
+    trained = sum(int(read_metadata(fd.stage_end(si))[1].get("epochs", 0)) for si in state.completed)
     oof_score: float | None = None
     member_scores: dict[str, float] = {}
     if not failed:  # a diverged fold's weights hold NaN: nothing to predict with (and load_model refuses)
-        oof_score, member_scores = _predict_oof(cfg, tiles, val_idx, ids, fold_dir, members)
-    summary = {
-        "name": cfg.name,
-        "fold": fold,
-        "status": "failed" if failed else ("stopped" if reason else "done"),
-        "reason": reason,
-        "epochs": trained,
-        "planned_epochs": total_epochs,
-        "minutes": round(state.seconds / 60, 2),
-        "best_val_score": None if state.best_score == -math.inf else state.best_score,
-        "oof_score": oof_score,
-        "n_val": len(ids),
-        "members": [str(p.relative_to(fold_dir)) for p in members],
-        "member_scores": member_scores,
-    }
-    write_json(fold_dir / "summary.json", summary)
+        oof_score, member_scores = _predict_oof(cfg, tiles, val_idx, ids, fd, members)
+    summary = FoldSummary(
+        name=cfg.name,
+        fold=fold,
+        status="failed" if failed else ("stopped" if reason else "done"),
+        reason=reason,
+        epochs=trained,
+        planned_epochs=total_epochs,
+        minutes=round(state.seconds / 60, 2),
+        best_val_score=state.best_score,
+        oof_score=oof_score,
+        n_val=len(ids),
+        members=[str(p.relative_to(fd.path)) for p in members],
+        member_scores=member_scores,
+    )
+    fd.write_summary(summary)
     return summary
 
 
@@ -537,7 +471,7 @@ def _check_resume_matches(cfg: ExperimentConfig, data_dir: str | Path, out: Path
     """``--resume`` must continue the same run: same resolved config, same data folder."""
     from saltseg.training.config import load_config
 
-    old = load_config(out / "config.yaml")
+    old = load_config(RunDir(out).config_file)
     changed = _differences(old.model_dump(mode="json"), cfg.model_dump(mode="json"))
     if changed:
         raise SaltsegError(
@@ -545,11 +479,10 @@ def _check_resume_matches(cfg: ExperimentConfig, data_dir: str | Path, out: Path
             "without those overrides, or train into a new --out",
             out,
         )
-    try:
-        recorded = json.loads((out / "data.json").read_text())["data_dir"]
-    except (OSError, ValueError, KeyError, TypeError):
+    recorded = read_data_dir(out)
+    if recorded is None:
         return  # an older run without data.json: the tile ids are still compared
-    if Path(recorded) != Path(data_dir).resolve():
+    if recorded != Path(data_dir).resolve():
         raise SaltsegError(f"--resume with other data ({data_dir}) than the run's ({recorded})", out)
 
 
@@ -562,14 +495,15 @@ def prepare_run(
     (or compute the same deterministic split).
     """
     writer = is_launcher_rank_zero()
-    if writer and not resume and (out / "config.yaml").exists():
+    run = RunDir(out)
+    if writer and not resume and run.config_file.exists():
         raise SaltsegError(
             f"run folder {out} already holds a run; use --resume to continue it or choose another --out"
         )
-    if writer and resume and (out / "config.yaml").exists():
+    if writer and resume and run.config_file.exists():
         _check_resume_matches(cfg, data_dir, out)
     tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
-    folds_csv = out / "folds.csv"
+    folds_csv = run.folds_file
     if not writer:
         return tiles, load_folds(folds_csv) if folds_csv.exists() else fold_assignment(cfg, tiles)
     out.mkdir(parents=True, exist_ok=True)
@@ -584,9 +518,9 @@ def prepare_run(
     else:
         folds = fold_assignment(cfg, tiles)
         save_folds(folds_csv, folds)
-    with atomic_write(out / "config.yaml") as f:
+    with atomic_write(run.config_file) as f:
         f.write(dump_config(cfg))
-    write_json(out / "data.json", {"data_dir": str(Path(data_dir).resolve())})
+    run.write_data_dir(data_dir)
     return tiles, folds
 
 
@@ -598,8 +532,9 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
-) -> dict:
-    """Train the chosen folds (default: all) of ``cfg`` on ``data_dir`` into run folder ``out``.
+) -> RunSummary | None:
+    """Train the chosen folds (default: all) of ``cfg`` on ``data_dir`` into run folder ``out``; returns
+    the run's summary (None in the extra processes of a multi-process run).
 
     ``callbacks``: extra Lightning callbacks given to every stage of every fold.
     """
@@ -619,36 +554,30 @@ def train_run(
                 summarize_run(out)  # the run summary lists the failed fold too
             raise
     if not is_launcher_rank_zero():
-        return {"run": str(out), "folds": [], "rank_zero": False}
+        return None
     return summarize_run(out)
 
 
-def summarize_run(out: Path) -> dict:
+def summarize_run(out: Path) -> RunSummary:
     """Collect fold summaries and the OOF score over every finished fold into ``RUN/summary.json``."""
-    folds = []
-    preds, truths = [], []
-    for fs in sorted(out.glob("fold*/summary.json")):
-        s = json.loads(fs.read_text())
-        folds.append(s)
-        oof = fs.parent / "oof.npz"
-        if oof.exists():
-            d = load_probs(oof)
-            preds.append(d["probs"] > 0.5)
-            truths.append(d["truth"])
-    summary: dict = {"run": str(out), "folds": folds}
-    if preds:
-        summary["oof_score"] = float(kaggle_scores(np.concatenate(preds), np.concatenate(truths)).mean())
-        summary["n_oof"] = int(sum(len(p) for p in preds))
-    write_json(out / "summary.json", summary)
+    run = RunDir(Path(out))
+    summary = RunSummary(run=str(out), folds=run.fold_summaries())
+    parts = [load_probs(f) for f in run.oof_files()]
+    parts = [d for d in parts if "probs" in d]
+    if parts:
+        preds = np.concatenate([d["probs"] for d in parts]) > 0.5
+        truth = np.concatenate([d["truth"] for d in parts])
+        summary.oof_score = float(kaggle_scores(preds, truth).mean())
+        summary.n_oof = len(preds)
+    summary.write(run.summary_file)
     return summary
 
 
 __all__ = [
     "TileDataset",
     "TrainingFailed",
-    "load_probs",
     "predict_tiles",
-    "save_probs",
+    "summarize_run",
     "train_fold",
     "train_run",
 ]

@@ -1,0 +1,204 @@
+"""The one predictor: a weighted ensemble of models with flip TTA, autocast, channels-last and the
+device rule, used by the OOF step of training, ``saltseg predict``, sliding windows (``volume``) and
+the Python API.
+
+Members without a mask head (the separate empty/non-empty classifier) feed only the image-level salt
+probability; the mask average is over the members that have one, with their weights renormalised, in
+out-of-fold predictions and in prediction alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from saltseg.artifacts.folders import Member
+from saltseg.errors import CheckpointError
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, else the CUDA GPU when torch finds one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU and on CUDA GPUs that support it (as in training), else fp16 on CUDA;
+    nothing elsewhere or when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_batch(
+    model: torch.nn.Module, x: torch.Tensor, hflip: bool = True, channels_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """Sigmoid probabilities of one batch ``x`` (B,1,H,W in [0,1]), averaged with the mirrored image.
+
+    Returns ``{"mask": (B,1,H,W) float32}`` and ``"salt": (B,)`` when the model has an image-level head.
+    """
+    views = [x, torch.flip(x, dims=[-1])] if hflip else [x]
+    masks, salts = [], []
+    for k, v in enumerate(views):
+        if channels_last:
+            v = v.contiguous(memory_format=torch.channels_last)
+        out = model(v)
+        if "mask" in out:
+            m = torch.sigmoid(out["mask"].float())
+            masks.append(torch.flip(m, dims=[-1]) if k == 1 else m)
+        if "salt" in out:
+            salts.append(torch.sigmoid(out["salt"].float()))
+    result: dict[str, torch.Tensor] = {}
+    if masks:
+        result["mask"] = torch.stack(masks).mean(0).contiguous()
+    if salts:
+        result["salt"] = torch.stack(salts).mean(0)
+    return result
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """``message`` on one line of at most about ``limit`` characters (pydantic's validation errors span
+    several lines with a link to its docs; a state-dict mismatch lists every missing key)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    text = " ".join(ln for ln in lines if not ln.startswith("For further information"))
+    if len(text) > limit:
+        text = text[:limit].rstrip(", ") + "..."
+    return text + ")" * max(text.count("(") - text.count(")"), 0)
+
+
+@dataclass
+class ArrayPrediction:
+    """Probabilities of tiles in memory: the ensemble's mask average (None without a mask member), its
+    image-level salt probabilities (None without a salt head) and, when asked for, each member's masks."""
+
+    probs: np.ndarray | None
+    salt: np.ndarray | None
+    member_probs: list[np.ndarray | None] | None = None
+
+
+class EnsemblePredictor:
+    """Weighted average of models' sigmoid probabilities (with flip TTA), batch by batch.
+
+    Build it from loaded models (``EnsemblePredictor(models, weights)``) or from checkpoint files
+    (:meth:`load`).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[torch.nn.Module],
+        weights: Sequence[float] | None = None,
+        device: str | torch.device | None = None,
+        hflip: bool = True,
+        channels_last: bool = True,
+        compile: bool = False,
+        autocast: bool = True,
+    ) -> None:
+        if not models:
+            raise CheckpointError("no model given")
+        self.device = default_device(device)
+        self.models = []
+        for model in models:
+            model = model.to(self.device).eval()
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self.models.append(torch.compile(model) if compile else model)
+        weights = [1.0 / len(models)] * len(models) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(models):
+            raise ValueError(f"{len(weights)} weights for {len(models)} models")
+        self.weights = weights
+        self.hflip, self.channels_last, self.autocast = hflip, channels_last, autocast
+        # the largest tile side every model takes: its input square, unless it resizes its input
+        sizes = [
+            math.inf if cfg.resize_to else int(cfg.input_size)
+            for cfg in (getattr(m, "config", None) for m in models)
+            if cfg is not None
+        ]
+        self.tile_size = min(sizes) if sizes else 128
+
+    @classmethod
+    def load(cls, members: Sequence[Member], **kwargs: object) -> EnsemblePredictor:
+        """Load every member's checkpoint (safetensors) and weigh it."""
+        from saltseg.checkpoints import load_model
+
+        models = []
+        for m in members:
+            try:
+                models.append(load_model(m.path))
+            except CheckpointError as exc:  # some messages quote a multi-line validation error
+                raise CheckpointError(one_line(exc.message), m.path) from None
+        return cls(models, [m.weight for m in members], **kwargs)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def predict_unit(
+        self, x: torch.Tensor, with_members: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor | None]]:
+        """The ensemble on a batch (B,1,H,W) in [0, 1]: mask probabilities (B,H,W) or None, salt
+        probabilities (B,) or None, and (``with_members``) each member's masks (None for a classifier)."""
+        x = x.to(self.device)
+        acc: torch.Tensor | None = None
+        salt: torch.Tensor | None = None
+        mask_w = salt_w = 0.0
+        per_member: list[torch.Tensor | None] = []
+        with autocast_for(self.device, enabled=self.autocast):
+            for w, model in zip(self.weights, self.models, strict=True):
+                out = predict_batch(model, x, hflip=self.hflip, channels_last=self.channels_last)
+                mask = out["mask"][:, 0] if "mask" in out else None
+                if mask is not None:
+                    acc = w * mask if acc is None else acc + w * mask
+                    mask_w += w
+                if "salt" in out:
+                    salt = w * out["salt"] if salt is None else salt + w * out["salt"]
+                    salt_w += w
+                if with_members:
+                    per_member.append(mask)
+        probs = None if acc is None else acc / mask_w
+        return probs, None if salt is None else salt / salt_w, per_member
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N,H,W) float32 of uint8 tiles (N,H,W) (zeros when no member has a mask head),
+        and image-level salt probabilities (or None)."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)[:, None]
+        probs, salt, _ = self.predict_unit(x)
+        out = np.zeros(images.shape, np.float32) if probs is None else probs.float().cpu().numpy()
+        return out, None if salt is None else salt.float().cpu().numpy()
+
+    def predict_tiles(
+        self, images: np.ndarray, batch_size: int = 64, with_members: bool = False
+    ) -> ArrayPrediction:
+        """The ensemble over uint8 tiles (N,H,W) already in memory, ``batch_size`` at a time; every
+        member runs once per tile (``with_members`` keeps each member's masks as well)."""
+        n = len(images)
+        probs: np.ndarray | None = None
+        salt: np.ndarray | None = None
+        members: list[np.ndarray | None] = [None] * len(self.models)
+        for s in range(0, n, batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).float().div_(255)[:, None]
+            p, sb, per = self.predict_unit(x, with_members)
+            if p is not None:
+                probs = np.zeros(images.shape, np.float32) if probs is None else probs
+                probs[s : s + batch_size] = p.float().cpu().numpy()
+            if sb is not None:
+                salt = np.zeros(n, np.float32) if salt is None else salt
+                salt[s : s + batch_size] = sb.float().cpu().numpy()
+            for k, m in enumerate(per):
+                if m is not None:
+                    if members[k] is None:
+                        members[k] = np.zeros(images.shape, np.float32)
+                    members[k][s : s + batch_size] = m.float().cpu().numpy()  # type: ignore[index]
+        return ArrayPrediction(probs, salt, members if with_members else None)
+
+    def predict_array(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_tiles` as (probabilities, zeros without a mask member; salt or None)."""
+        pred = self.predict_tiles(images, batch_size)
+        probs = np.zeros(images.shape, np.float32) if pred.probs is None else pred.probs
+        return probs, pred.salt
