@@ -80,8 +80,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an internal error: one line unless --debug
         if args.debug:
             raise
+        full = disk_full_message(exc, args)
+        if full is not None:  # a full disk is not a bug: say which file and how much space is left
+            print(f"error: {full}", file=sys.stderr)
+            return 2
         print(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+OUTPUT_ARGS = ("out", "out_dir", "csv")
+"""Argument names of the commands' outputs: where a full disk struck when the error names no file."""
+
+
+def disk_full_message(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message for a full disk anywhere in ``exc``'s chain, or None if it is not one.
+
+    The file is the one the OS error names, else the command's output (``--out``, ``--csv``...).
+    """
+    from saltseg.errors import DiskFullError
+    from saltseg.utils.io import find_disk_full, free_bytes
+
+    found = find_disk_full(exc)
+    if found is None:
+        return None
+    path = getattr(found, "filename", None)
+    output = next((getattr(args, a) for a in OUTPUT_ARGS if getattr(args, a, None) is not None), None)
+    where = path if path is not None else output if output is not None else os.getcwd()
+    return DiskFullError(path, free_bytes(where), where=output).message
 
 
 if __name__ == "__main__":

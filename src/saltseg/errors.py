@@ -31,3 +31,23 @@ class RLEError(DataError):
 
 class CheckpointError(SaltsegError):
     """A checkpoint that is corrupt, foreign, or does not match its config."""
+
+
+class DiskFullError(SaltsegError):
+    """The disk filled up while saltseg wrote a file: names the file and the space left on its disk."""
+
+    def __init__(
+        self, path: str | Path | None, free_bytes: int | None, where: str | Path | None = None
+    ) -> None:
+        free = "unknown space" if free_bytes is None else f"{free_bytes // 1_000_000} MB"
+        if path is not None:
+            what = str(path)
+        elif where is not None:
+            what = f"a file in {where}"
+        else:
+            what = "an output file"
+        message = f"no space left on device while writing {what} ({free} free on that disk)"
+        self.path = None if path is None else str(path)
+        self.message = message
+        self.free_bytes = free_bytes
+        Exception.__init__(self, message)

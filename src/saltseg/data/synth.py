@@ -31,6 +31,7 @@ from PIL import Image
 
 from saltseg.data.rle import rle_encode
 from saltseg.errors import DataError
+from saltseg.utils.io import naming_disk_full
 
 __all__ = ["SynthTiles", "generate_tiles", "write_kaggle_layout"]
 
@@ -421,6 +422,8 @@ def write_kaggle_layout(out_dir: str | Path, n_train: int, n_test: int = 0, seed
 
     Raises:
         DataError: if ``out_dir`` exists and is not an empty folder.
+        DiskFullError: the disk filled up; names the file (as it would be under ``out_dir``) and nothing
+            is left behind.
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -434,20 +437,31 @@ def write_kaggle_layout(out_dir: str | Path, n_train: int, n_test: int = 0, seed
     try:
         for sub in ("train/images", "train/masks", "test/images"):
             (tmp / sub).mkdir(parents=True)
-        with open(tmp / "train.csv", "w", newline="") as f:
+        with naming_disk_full(out / "train.csv"), open(tmp / "train.csv", "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["id", "rle_mask"])
             for i in range(n_train):
-                _save_image(tmp / "train" / "images" / f"{ids[i]}.png", tiles.images[i])
-                _save_mask(tmp / "train" / "masks" / f"{ids[i]}.png", tiles.masks[i])
+                image, mask = (
+                    Path("train", "images", f"{ids[i]}.png"),
+                    Path("train", "masks", f"{ids[i]}.png"),
+                )
+                with naming_disk_full(out / image):
+                    _save_image(tmp / image, tiles.images[i])
+                with naming_disk_full(out / mask):
+                    _save_mask(tmp / mask, tiles.masks[i])
                 w.writerow([ids[i], rle_encode(tiles.masks[i])])
-        with open(tmp / "sample_submission.csv", "w", newline="") as f:
+        with (
+            naming_disk_full(out / "sample_submission.csv"),
+            open(tmp / "sample_submission.csv", "w", newline="") as f,
+        ):
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["id", "rle_mask"])
             for i in range(n_train, n_train + n_test):
-                _save_image(tmp / "test" / "images" / f"{ids[i]}.png", tiles.images[i])
+                image = Path("test", "images", f"{ids[i]}.png")
+                with naming_disk_full(out / image):
+                    _save_image(tmp / image, tiles.images[i])
                 w.writerow([ids[i], ""])
-        with open(tmp / "depths.csv", "w", newline="") as f:
+        with naming_disk_full(out / "depths.csv"), open(tmp / "depths.csv", "w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(["id", "z"])
             for i, z in enumerate(tiles.depths.tolist()):

@@ -6,12 +6,29 @@ Layouts understood by :func:`open_dataset`:
   ``train.csv``, ``depths.csv``, ``sample_submission.csv``.
 * Plain folder: ``images/<id>.png`` with optional ``masks/<id>.png`` (tiles with a mask are labelled).
 * A flat folder of PNG images (all unlabelled).
+
+Pixel rule: how a PNG becomes pixels. It is the one rule of :func:`read_image` and :func:`read_mask`,
+hence of ``data check``, ``train`` and ``predict``:
+
+* Bit depth: 8-bit samples are kept; 16-bit samples keep their high byte (``v >> 8``, so the full
+  16-bit range 0..65535 maps onto 0..255 whatever the tile's own range: never a per-tile rescale);
+  1-, 2- and 4-bit grey are scaled to the full 8-bit range (a 1-bit tile reads 0 / 255).
+* Colour: a palette tile is first replaced by its colours; alpha (LA, RGBA, a transparent palette) is
+  ignored. An image whose red, green and blue channels are equal everywhere is grey; otherwise it is
+  converted to luminance ``L = 0.299 R + 0.587 G + 0.114 B`` (ITU-R 601, Pillow's ``convert("L")``).
+* Masks: salt where the grey value, or for a colour mask any of red, green and blue, is above 0. A mask
+  must hold at most two values (grey levels, or colours for a colour mask), the lower being 0 (black)
+  when there are two; otherwise it is refused as not binary. A 16-bit colour mask is refused (Pillow
+  keeps only its high byte, which would erase values below 256).
+* Anything else (a float or 32-bit integer image, CMYK, a signed 16-bit TIFF...) is refused with an
+  error naming the file.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +42,34 @@ IMAGE_SUFFIXES = (".png",)
 
 
 _PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG file
+_WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L")
+_KNOWN_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", *_WIDE_GREY_MODES)
+_MODE_NAMES = {
+    "F": "32-bit float",
+    "I": "32-bit integer",
+    "I;16S": "signed 16-bit",
+    "CMYK": "CMYK colour",
+    "YCbCr": "YCbCr colour",
+    "LAB": "Lab colour",
+    "HSV": "HSV colour",
+}
 
 
-def _open_pixels(path: Path) -> np.ndarray:
+@dataclass(frozen=True)
+class _Pixels:
+    """The samples of one file: (H, W) grey (uint8 or uint16) or (H, W, 3) uint8 RGB, alpha dropped."""
+
+    values: np.ndarray
+    wide_colour: bool  # a 16-bit colour PNG, which Pillow reduces to the high byte of each sample
+
+
+def _png_is_wide_colour(data: bytes) -> bool:
+    """True for a PNG whose header says 16-bit samples of a colour type with several channels."""
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[24] == 16 and data[25] in (2, 4, 6)
+
+
+def _open_pixels(path: Path) -> _Pixels:
+    """Decode ``path`` into samples by the pixel rule of this module."""
     try:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
@@ -37,57 +79,93 @@ def _open_pixels(path: Path) -> np.ndarray:
                 raise OSError("PNG file is truncated: no IEND chunk")
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
-            mode = im.mode
+            mode, fmt = im.mode, im.format
             arr = np.asarray(im)
     except FileNotFoundError:
         raise DataError("file not found", path) from None
     except UnidentifiedImageError:
         raise DataError("unreadable image: unknown format or corrupt header", path) from None
-    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        zlib.error,
+        struct.error,
+        Image.DecompressionBombError,
+    ) as exc:
         raise DataError(f"unreadable or truncated image ({exc})", path) from None
-    if mode in ("I;16", "I;16B", "I;16L", "I") and arr.dtype != np.uint16:
-        arr = arr.astype(np.int64)
-    return arr
+    if mode == "I" and fmt == "PNG" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        mode = "I;16"  # how older Pillow versions return a 16-bit grey PNG
+    if mode not in _KNOWN_MODES:
+        name = _MODE_NAMES.get(mode, "unknown")
+        raise DataError(
+            f"unsupported pixel format {mode} ({name}{f', {fmt}' if fmt else ''}): expected 1-, 2-, 4-, "
+            "8- or 16-bit grey, grey with alpha, RGB, RGBA or palette",
+            path,
+        )
+    if mode == "1":
+        arr = arr.astype(np.uint8) * np.uint8(255)
+    elif mode in _WIDE_GREY_MODES:
+        arr = arr.astype(np.uint16)  # native byte order (I;16B is big-endian)
+    elif mode == "LA":
+        arr = arr[..., 0]
+    elif mode in ("RGB", "RGBA"):
+        arr = arr[..., :3]
+    if arr.ndim not in (2, 3) or min(arr.shape[:2], default=0) < 1:
+        raise DataError(f"expected a 2-D or RGB image, got array of shape {arr.shape}", path)
+    return _Pixels(np.ascontiguousarray(arr), wide_colour=fmt == "PNG" and _png_is_wide_colour(data))
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a seismic tile as a 2-D uint8 array.
+    """Read a seismic tile as a 2-D uint8 array, by the pixel rule of this module.
 
-    RGB tiles with identical channels (the Kaggle format) and grayscale tiles are accepted; a 16-bit
-    grayscale tile is scaled to 8 bits; an RGB tile with differing channels is converted to luminance.
+    Grey tiles of 1 to 16 bits and RGB / RGBA / palette tiles with equal channels (the Kaggle format)
+    read as their grey values (16-bit: the high byte, never a per-tile rescale); a colour tile whose
+    channels differ is converted to luminance.
     """
     path = Path(path)
-    arr = _open_pixels(path)
+    arr = _open_pixels(path).values
     if arr.ndim == 3:
-        arr = arr[..., :3]
-        if arr.shape[-1] == 1 or (arr == arr[..., :1]).all():
+        if (arr == arr[..., :1]).all():
             arr = arr[..., 0]
         else:
-            arr = np.asarray(Image.fromarray(arr.astype(np.uint8)).convert("L"))
-    if arr.ndim != 2:
-        raise DataError(f"expected a 2-D or RGB image, got array of shape {arr.shape}", path)
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.int64)
-        arr = (arr >> 8).astype(np.uint8) if arr.max() > 255 else arr.astype(np.uint8)
-    return arr
+            arr = np.asarray(Image.fromarray(arr, mode="RGB").convert("L"))
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
 def read_mask(path: str | Path, strict: bool = True) -> np.ndarray:
-    """Read a mask as a 2-D boolean array (salt where value > 0); 8- and 16-bit masks are accepted.
+    """Read a mask as a 2-D boolean array, by the pixel rule of this module.
+
+    Salt where the grey value (1-, 8- or 16-bit), or any colour channel of an RGB / RGBA / palette mask,
+    is above 0.
 
     Args:
         path: the PNG file.
-        strict: raise :class:`DataError` if the mask has more than two distinct values.
+        strict: raise :class:`DataError` if the mask has more than two distinct values (grey levels or
+            colours), or two of which neither is 0 (black).
     """
     path = Path(path)
-    arr = _open_pixels(path)
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    if strict:
+    px = _open_pixels(path)
+    if px.wide_colour:
+        raise DataError(
+            "unsupported mask: 16-bit colour (its values below 256 would read as 0); save masks as 8- or "
+            "16-bit grey",
+            path,
+        )
+    arr = px.values
+    if strict and arr.ndim == 3:
+        colours = np.unique(arr.reshape(-1, 3), axis=0)
+        if len(colours) > 2 or (len(colours) == 2 and colours.any(axis=1).all()):
+            shown = [tuple(c) for c in colours[:6].tolist()]
+            raise DataError(f"mask is not binary: colours {shown}", path)
+    elif strict:
         values = np.unique(arr)
         if values.size > 2 or (values.size == 2 and values[0] != 0):
             raise DataError(f"mask is not binary: values {values[:6].tolist()}", path)
-    return arr > 0
+    return (arr > 0).any(axis=-1) if arr.ndim == 3 else arr > 0
 
 
 def _files_in(folder: Path | None) -> dict[str, Path]:

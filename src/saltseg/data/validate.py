@@ -78,7 +78,7 @@ def check_dataset(root: str | Path, size: tuple[int, int] = (101, 101)) -> DataR
         try:
             img = read_image(path)
         except DataError as exc:
-            col.add("unreadable or truncated image", path.parent, f"{path.name} ({_reason(exc)})")
+            col.add(_unreadable_kind(exc, "image"), path.parent, f"{path.name} ({_reason(exc)})")
             continue
         if img.shape != size:
             col.add(
@@ -98,7 +98,7 @@ def check_dataset(root: str | Path, size: tuple[int, int] = (101, 101)) -> DataR
         try:
             m = read_mask(path, strict=True)
         except DataError as exc:
-            kind = "non-binary mask" if "not binary" in _reason(exc) else "unreadable or truncated mask"
+            kind = "non-binary mask" if "not binary" in _reason(exc) else _unreadable_kind(exc, "mask")
             col.add(kind, masks_dir, f"{path.name} ({_reason(exc)})")
             continue
         if m.shape != size:
@@ -155,6 +155,13 @@ def _check_depths_csv(src: TileSource, depths_csv: Path, col: _Collector) -> Non
 
 def _reason(exc: DataError) -> str:
     return getattr(exc, "message", None) or str(exc)
+
+
+def _unreadable_kind(exc: DataError, what: str) -> str:
+    """The problem kind of a file the reader refused: of a pixel format it does not take, or damaged."""
+    if _reason(exc).startswith("unsupported"):
+        return f"unsupported {what} format"
+    return f"unreadable or truncated {what}"
 
 
 def _read_pairs(path: Path, key: str, value: str, col: _Collector) -> list[tuple[str, str]] | None:

@@ -3,12 +3,65 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from saltseg.errors import DiskFullError
+
+_NO_SPACE = (os.strerror(errno.ENOSPC), "StorageFull")  # as C libraries and Rust (safetensors) say it
+
+
+def find_disk_full(exc: BaseException) -> BaseException | None:
+    """The exception in the chain of ``exc`` that says the disk is full, or None.
+
+    An :class:`OSError` with errno ENOSPC, or an error whose message says "No space left on device"
+    (safetensors, segyio); the chain (``__cause__`` / ``__context__``) is followed because libraries
+    re-raise their own errors (``torch.save`` raises a RuntimeError while handling the OSError).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return current
+        if not isinstance(current, DiskFullError) and any(s in str(current) for s in _NO_SPACE):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the disk holding ``path`` (its nearest existing folder), or None if unknown."""
+    p = Path(path).absolute()
+    for folder in (p, *p.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def disk_full_error(path: str | Path) -> DiskFullError:
+    """The one-line error for a full disk while writing ``path``, with the space left on its disk."""
+    return DiskFullError(path, free_bytes(Path(path).parent))
+
+
+@contextlib.contextmanager
+def naming_disk_full(path: str | Path) -> Iterator[None]:
+    """Turn a full disk inside the block into a :class:`DiskFullError` naming ``path``."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, DiskFullError) or find_disk_full(exc) is None:
+            raise
+        raise disk_full_error(path) from exc
 
 
 def _new_file_mode(target: Path) -> int:
@@ -29,6 +82,9 @@ def _new_file_mode(target: Path) -> int:
 def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path`` and rename it onto ``path`` only if the block succeeds.
 
+    On any failure the temporary file is removed; a full disk (ENOSPC) becomes a
+    :class:`~saltseg.errors.DiskFullError` naming ``path`` and the space left on its disk.
+
     Example:
         >>> with atomic_write("out.csv") as f:
         ...     f.write("id,rle_mask\\n")
@@ -43,16 +99,19 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
             os.fsync(f.fileno())
         os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if not isinstance(exc, DiskFullError) and find_disk_full(exc) is not None:
+            raise disk_full_error(path) from exc
         raise
 
 
 def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
-    For libraries that want a file name rather than a file object (safetensors, matplotlib, numpy).
+    For libraries that want a file name rather than a file object (safetensors, matplotlib, numpy). A full
+    disk becomes a :class:`~saltseg.errors.DiskFullError` naming ``path``, as in :func:`atomic_write`.
     """
 
     @contextlib.contextmanager
@@ -68,9 +127,11 @@ def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
             if os.path.exists(tmp):
                 os.chmod(tmp, _new_file_mode(target))
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if not isinstance(exc, DiskFullError) and find_disk_full(exc) is not None:
+                raise disk_full_error(target) from exc
             raise
 
     return _ctx()
