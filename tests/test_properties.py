@@ -294,12 +294,6 @@ def test_config_file_of_random_bytes_raises_only_config_errors(tmp_path: Path, c
 CRASHING_YAML = ["!!float abc", "!!int x", "!!bool maybe", "!!timestamp x", "2001-13-45"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, KeyError, AttributeError),
-    reason="open: training/config.py lets PyYAML's ValueError/KeyError through (owned by the config "
-    "restructuring; remove this mark when fixed)",
-)
 @pytest.mark.parametrize("value", CRASHING_YAML)
 def test_yaml_values_that_crash_pyyaml_are_config_errors(tmp_path: Path, value: str) -> None:
     from saltseg.training.config import apply_overrides, load_config

@@ -481,3 +481,37 @@ def test_ctrl_c_in_training_is_an_interrupt_that_resumes(
     finally:
         train_mod.train_run = original
     assert capsys.readouterr().err.strip() == "error: interrupted (continue with --resume (run folder X))"
+
+
+def test_damaged_resume_files_are_one_error_naming_the_file(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corrupt state.json or a truncated last.ckpt: exit 2, one line naming the file (issue 13 #17)."""
+    import lightning as L
+
+    from saltseg.training.train import TrainingInterrupted, train_run
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    path = write_config(tmp_path, "two", tiny_config(train={"limit_train_batches": 2}))
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        train_run(load_config(path), data_dir, run, folds_to_run=[0], progress=False, callbacks=[CtrlC()])
+    ckpt = run / "fold0" / "stage0" / "last.ckpt"
+    assert ckpt.exists()
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
+    capsys.readouterr()
+    assert train(path, data_dir, run, "--resume") == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and str(ckpt) in err[0] and "damaged checkpoint" in err[0], err
+    ckpt.unlink()
+    state = run / "fold0" / "state.json"
+    state.write_text('{"completed": [0')  # cut mid-write by something else
+    assert train(path, data_dir, run, "--resume") == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and str(state) in err[0] and "damaged" in err[0], err
+    state.unlink()  # without state the fold starts again from its first stage, and finishes
+    assert train(path, data_dir, run, "--resume") == 0

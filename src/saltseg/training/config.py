@@ -261,6 +261,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError:
             parsed = value
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:  # PyYAML's constructors: 2001-13-45
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc})") from None
         node: Any = raw
         parts = key.strip().split(".")
         for i, part in enumerate(parts):
@@ -394,6 +396,8 @@ def read_yaml(path: Path, what: str = "config") -> Any:
         problem = getattr(exc, "problem", None)
         detail = f": {problem}" if problem and "appears twice" in str(problem) else ""
         raise ConfigError(f"not valid YAML{where}{detail}", path) from None
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:  # PyYAML's constructors: !!int x
+        raise ConfigError(f"not valid YAML (a value PyYAML cannot read: {exc})", path) from None
 
 
 def read_config_dict(path: str | Path) -> tuple[dict[str, Any], Path]:

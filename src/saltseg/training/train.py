@@ -335,6 +335,8 @@ def train_fold(
             )
         trainer = _trainer(cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress)
         ckpt = fd.stage_checkpoint(si)
+        if resume and ckpt.exists():
+            _check_checkpoint(ckpt)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*exists and is not empty.*")
@@ -465,6 +467,18 @@ def _differences(a: object, b: object, prefix: str = "") -> list[str]:
             d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{prefix}{i}.")
         ]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+def _check_checkpoint(ckpt: Path) -> None:
+    """A stage checkpoint ``--resume`` continues from must load (safely); a damaged one is one error."""
+    try:
+        torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle opcode, foreign file: all mean "damaged"
+        raise SaltsegError(
+            f"damaged checkpoint ({type(exc).__name__}); delete it and resume again to restart this "
+            "stage from its first epoch (the completed stages are kept)",
+            ckpt,
+        ) from None
 
 
 def _check_resume_matches(cfg: ExperimentConfig, data_dir: str | Path, out: Path) -> None:
