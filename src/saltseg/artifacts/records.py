@@ -74,7 +74,7 @@ class FoldSummary(Record):
 
     name: str = ""
     fold: int = -1
-    status: FoldStatus
+    status: FoldStatus = "done"  # a fold writes its summary when it ends
     reason: str | None = None
     epochs: int = 0
     planned_epochs: int = 0
