@@ -404,7 +404,8 @@ def _oof_sections(run: RunInfo, oof: _Oof, sid) -> str:
         + "".join(f'<div class="card"><b>{a}</b><span>{_e(b)}</span></div>' for a, b in cards)
         + "</div>"
     )
-    src_note = f"tuned in {names.POSTPROCESS_FILE}" if run.threshold_source == names.POSTPROCESS_FILE else "default"
+    tuned = run.threshold_source == names.POSTPROCESS_FILE
+    src_note = f"tuned in {names.POSTPROCESS_FILE}" if tuned else "default"
     parts.append(f'<p class="sub">threshold used below: <b>{t:.2f}</b> ({src_note})</p>')
     full = _full_postprocess(run, oof, src)
     if full:
