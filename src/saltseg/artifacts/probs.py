@@ -7,6 +7,7 @@ files are compressed and carry the truth.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def load_probs(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path) as z:
             d = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"unreadable probability file ({type(exc).__name__}: {exc})", path) from None
     if "ids" not in d:
         raise DataError("not a saltseg probability file (no ids)", path)
