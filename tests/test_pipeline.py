@@ -147,6 +147,23 @@ def test_budget_fit_scales_stage_epochs_to_the_minutes(pipe_data: tuple[Path, Pa
     assert fit_long.infer_s_per_tile > 0
 
 
+def test_budget_fit_reads_tiles_from_disk_with_the_cache_off(pipe_data: tuple[Path, Path]) -> None:
+    """Issue 12: ``data.cache: false`` crashed ``pipeline --minutes`` with a TypeError in the budget fit."""
+    from saltseg.training.budget import fit_epochs_to_budget
+    from saltseg.training.data import LabelledTiles
+
+    data, cfg_path = pipe_data
+    cfg = load_config(cfg_path, ["data.cache=false"])
+    tiles = LabelledTiles.load(data, cache=False)
+    assert tiles.images is None
+    _, fit = fit_epochs_to_budget(cfg, tiles, 1.0, 20, 20)
+    assert sum(fit.epochs) >= 2 and all(s > 0 for s in fit.step_s)
+    cached = LabelledTiles.load(data)
+    idx = np.array([3, 0, 7])
+    for lazy, kept in zip(tiles.arrays(idx), cached.arrays(idx), strict=True):
+        assert (lazy == kept).all()
+
+
 def test_pipeline_budget_too_small_is_one_clear_error(
     pipe_data: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

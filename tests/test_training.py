@@ -399,6 +399,11 @@ def test_a_batch_larger_than_the_fold_is_an_error_not_an_untrained_model(
     err = capsys.readouterr().err
     assert "train.batch_size 100000 is larger than fold 0's 48 training tiles" in err
     assert not list((tmp_path / "run").rglob("*.safetensors"))
+    # issue 12: `saltseg runs` listed such a run as "running"
+    from saltseg.diagnostics.runs import open_run
+
+    assert not (tmp_path / "run" / "fold0").exists()
+    assert open_run(tmp_path / "run").status == "not started"
 
 
 def test_a_tile_missing_its_mask_or_image_stops_training_unless_skipped(

@@ -52,8 +52,9 @@ def measure_epoch_seconds(
     model = create_model(cfg.model).to(device)
     bs = cfg.train.batch_size
     idx = np.arange(min(bs, len(tiles.ids)))
-    x = torch.from_numpy(tiles.images[idx]).float().div(255)[:, None]
-    y = torch.from_numpy(tiles.masks[idx]).float()[:, None]
+    images, masks = tiles.arrays(idx)  # data.cache false: read from disk
+    x = torch.from_numpy(images).float().div(255)[:, None]
+    y = torch.from_numpy(masks).float()[:, None]
     xd, yd = x.to(device), y.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

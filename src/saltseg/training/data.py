@@ -55,6 +55,14 @@ class LabelledTiles:
             masks = load_masks([src.mask_path(i) for i in ids])
         return cls(src, ids, images, masks)
 
+    def arrays(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images and boolean masks of the tiles ``idx``, from the cache or read from disk."""
+        if self.images is not None and self.masks is not None:
+            return self.images[idx], self.masks[idx]
+        ids = [self.ids[i] for i in idx]
+        images = load_images([self.source.image_path(i) for i in ids])
+        return images, load_masks([self.source.mask_path(i) for i in ids])
+
     def coverages(self) -> np.ndarray:
         """Salt coverage of every tile."""
         if self.masks is not None:

@@ -274,7 +274,6 @@ def train_fold(
 
     ``callbacks`` are added to every stage's Trainer (for example the search's pruning reporter).
     """
-    fold_dir.mkdir(parents=True, exist_ok=True)
     fd = FoldDir(fold_dir)
     state = fd.read_state() if resume else FoldState()
     if resume and state.status in ("done", "stopped"):
@@ -297,6 +296,7 @@ def train_fold(
             f"train.batch_size {cfg.train.batch_size} is larger than fold {fold}'s {n_train} training "
             "tiles: no training step would run; give a smaller train.batch_size"
         )
+    fold_dir.mkdir(parents=True, exist_ok=True)  # after the checks: `saltseg runs` shows no half-made fold
     module = SaltModule(model, cfg)
     started = time.time()
     total_epochs = sum(s.epochs for s in cfg.stages)
@@ -397,13 +397,7 @@ def _predict_oof(
 ) -> tuple[float | None, dict[str, float]]:
     """Predict the fold's validation tiles with its members into ``oof.npz`` (each member runs once);
     the members' average's and each member's score at threshold 0.5 (None without a mask head)."""
-    if tiles.images is not None and tiles.masks is not None:
-        images, truth = tiles.images[val_idx], tiles.masks[val_idx]
-    else:
-        from saltseg.data.tiles import load_images, load_masks
-
-        images = load_images([tiles.source.image_path(i) for i in ids])
-        truth = load_masks([tiles.source.mask_path(i) for i in ids])
+    images, truth = tiles.arrays(val_idx)
     predictor = EnsemblePredictor(
         [load_model(p) for p in members], device=eval_device(cfg), channels_last=cfg.train.channels_last
     )
