@@ -567,3 +567,14 @@ def test_residual_blocks_keep_shapes_and_add_shortcuts(arch: str) -> None:
         block.second[1].bias.zero_()
         x = torch.randn(1, 4, 8, 8)
         assert torch.allclose(block(x), torch.relu(x))  # a zero residual branch leaves the identity
+
+
+@pytest.mark.parametrize("arch", ["vanilla_unet", "dilated_unet"])
+def test_encoder_weights_on_a_net_without_an_encoder_is_a_config_error(arch: str, tmp_path: Path) -> None:
+    """Issue 12: encoder_weights was accepted and silently ignored for the from-scratch nets."""
+    from saltseg.errors import ConfigError
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="encoder_weights is for the encoder architectures"):
+        create_model({"arch": arch, "base_channels": 4, "depth": 3, "encoder_weights": str(weights)})

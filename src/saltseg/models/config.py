@@ -12,6 +12,10 @@ ChannelName = Literal["image", "row_ramp", "x_ramp", "cumsum"]
 CHANNEL_NAMES: tuple[str, ...] = ("image", "row_ramp", "x_ramp", "cumsum")
 
 
+#: Architectures without a separate encoder (trained from scratch): ``encoder_weights`` does not apply.
+SCRATCH_ARCHS = ("vanilla_unet", "dilated_unet")
+
+
 class ModelConfig(BaseModel):
     """Everything needed to build a salt segmentation model (see ``create_model``).
 
@@ -146,6 +150,11 @@ class ModelConfig(BaseModel):
         if self.resize_to is not None and not 1 <= self.resize_to <= self.input_size:
             raise ValueError(
                 f"resize_to ({self.resize_to}) must be between 1 and input_size ({self.input_size})"
+            )
+        if self.encoder_weights is not None and self.arch in SCRATCH_ARCHS:
+            raise ValueError(
+                f"encoder_weights is for the encoder architectures (unet, gcn_gau, classifier); {self.arch} "
+                "has no separate encoder and would ignore it"
             )
         return self
 
