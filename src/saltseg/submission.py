@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +28,26 @@ def is_submission_csv(path: Path) -> bool:
         return False
 
 
-def write_submission(path: str | Path, ids: Iterable[str], masks: Iterable[np.ndarray]) -> Path:
-    """Write ``id,rle_mask`` rows (empty masks as empty strings) to ``path`` atomically."""
-    path = Path(path)
-    with atomic_write(path, newline="") as f:
+@contextlib.contextmanager
+def open_submission(path: str | Path) -> Iterator[Callable[[Iterable[str], Iterable[np.ndarray]], None]]:
+    """Write a submission CSV batch by batch: yields ``add(ids, masks)``; the file appears (atomically)
+    only when the block ends without an error."""
+    with atomic_write(Path(path), newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(HEADER)
-        for tile_id, mask in zip(ids, masks, strict=True):
-            w.writerow([tile_id, rle_encode(mask)])
-    return path
+
+        def add(ids: Iterable[str], masks: Iterable[np.ndarray]) -> None:
+            for tile_id, mask in zip(ids, masks, strict=True):
+                w.writerow([tile_id, rle_encode(mask)])
+
+        yield add
+
+
+def write_submission(path: str | Path, ids: Iterable[str], masks: Iterable[np.ndarray]) -> Path:
+    """Write ``id,rle_mask`` rows (empty masks as empty strings) to ``path`` atomically."""
+    with open_submission(path) as add:
+        add(ids, masks)
+    return Path(path)
 
 
 def read_submission(path: str | Path, shape: tuple[int, int] = (101, 101)) -> dict[str, np.ndarray]:

@@ -10,7 +10,6 @@ Prediction folder::
 
 from __future__ import annotations
 
-import csv
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,13 +29,11 @@ from saltseg.artifacts import (
     resolve_models,
 )
 from saltseg.artifacts import probs as prob_store
-from saltseg.data.rle import rle_encode
 from saltseg.data.tiles import open_dataset, read_csv_column_pairs, read_image
 from saltseg.errors import DataError, SaltsegError
 from saltseg.inference.postprocess import apply_postprocess
 from saltseg.predictor import EnsemblePredictor
-from saltseg.submission import HEADER as SUBMISSION_HEADER
-from saltseg.submission import is_submission_csv
+from saltseg.submission import is_submission_csv, open_submission
 from saltseg.utils.io import atomic_write, check_output_file
 
 CHUNK = 2048
@@ -156,9 +153,7 @@ def predict_folder(
         buf_ids.clear(), buf_probs.clear(), buf_salt.clear()
 
     try:
-        with atomic_write(folder.masks_file, newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(SUBMISSION_HEADER)
+        with open_submission(folder.masks_file) as add_rows:
             for chunk, imgs in _batches(ids, paths, batch_size):
                 h, wd = imgs.shape[1:]
                 if max(h, wd) > predictor.tile_size:
@@ -176,8 +171,7 @@ def predict_folder(
                 probs = np.nan_to_num(probs, nan=0.0)  # a diverged member gives NaN
                 masks = apply_postprocess(probs, pp, imgs, salt)
                 n_empty += int((~masks.reshape(len(masks), -1).any(axis=1)).sum())
-                for tile_id, m in zip(chunk, masks, strict=True):
-                    w.writerow([tile_id, rle_encode(m)])
+                add_rows(chunk, masks)
                 if save_probs:
                     buf_ids.extend(chunk)
                     buf_probs.append(probs)
