@@ -180,8 +180,8 @@ def test_pipeline_reuses_round1_test_predictions_when_the_pseudo_rounds_lose(
 
     original = pipeline._round
 
-    def losing_pseudo_rounds(cfg, data_dir, out, resume, progress, log):  # type: ignore[no-untyped-def]
-        original(cfg, data_dir, out, resume, progress, log)
+    def losing_pseudo_rounds(cfg, data_dir, out, resume, progress, log, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(cfg, data_dir, out, resume, progress, log, *args, **kwargs)
         if out.name != "round1":
             log["oof_score_tuned"] = -1.0
         return log

@@ -18,6 +18,7 @@ from saltseg.artifacts import PredictionDir, RunDir, names
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import fit_run_temperature
 from saltseg.training.config import ExperimentConfig, dump_config, load_config
+from saltseg.training.data import LabelledTiles
 from saltseg.utils.io import atomic_write, write_json
 
 #: Minutes kept back from a budget for each fold's OOF prediction and for tuning and the report.
@@ -42,12 +43,11 @@ def _fit_budget(
     rounds: int,
     n_test: int,
     test_members: str,
+    tiles: LabelledTiles,
 ) -> tuple[ExperimentConfig, dict]:
     """Fit each fold's epochs to its share of ``minutes``, after the test predictions' estimated time."""
     from saltseg.training.budget import fit_epochs_to_budget, measure_epoch_seconds
-    from saltseg.training.data import LabelledTiles
 
-    tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     n = len(tiles.ids)
     n_val = n // cfg.data.folds
     measured = measure_epoch_seconds(cfg, tiles, n - n_val, n_val)
@@ -70,6 +70,10 @@ def _fit_budget(
     }
 
 
+def _load_tiles(cfg: ExperimentConfig, data_dir: Path) -> LabelledTiles:
+    return LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
+
+
 def _round(
     cfg: ExperimentConfig,
     data_dir: Path,
@@ -77,6 +81,7 @@ def _round(
     resume: bool,
     progress: bool,
     log: dict,
+    tiles: LabelledTiles,
     folds: list[int] | None = None,
 ) -> dict:
     """Train the folds (default every fold) of ``cfg`` into ``out``, tune on their OOF predictions and
@@ -88,7 +93,7 @@ def _round(
     t0 = time.time()
     run = RunDir(out)
     resume = resume and run.config_file.exists()
-    summary = train_run(cfg, data_dir, out, folds_to_run=folds, resume=resume, progress=progress)
+    summary = train_run(cfg, data_dir, out, folds_to_run=folds, resume=resume, progress=progress, tiles=tiles)
     assert summary is not None  # the pipeline runs in one process
     log["train_minutes"] = round((time.time() - t0) / 60, 2)
     t0 = time.time()
@@ -152,6 +157,13 @@ def run_pipeline(
         raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
     best_only = test_members == "best"
     started = time.time()
+    loaded: list[LabelledTiles] = []  # the labelled tiles, read once for the budget fit and every round
+
+    def tiles() -> LabelledTiles:
+        if not loaded:
+            loaded.append(_load_tiles(cfg, data_dir))
+        return loaded[0]
+
     state_file, cfg_file = out / names.PIPELINE_FILE, out / names.CONFIG_FILE
     if resume and state_file.exists() and cfg_file.exists():
         result = json.loads(state_file.read_text())
@@ -163,7 +175,7 @@ def run_pipeline(
         if minutes is not None:
             n_test = len(tile_ids(test_images)[0]) if test_images is not None else 0
             rounds = 1 + pseudo_rounds + int(distill)
-            cfg, budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members)
+            cfg, budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members, tiles())
             result["budget"] = budget
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(cfg_file) as f:
@@ -177,7 +189,7 @@ def run_pipeline(
     save()
     r1 = result.setdefault("round1", {})
     if "oof_score_tuned" not in r1:
-        _round(cfg, data_dir, out / "round1", resume, progress, r1)
+        _round(cfg, data_dir, out / "round1", resume, progress, r1, tiles())
         save()
     best = 1  # the round with the best tuned OOF score so far
     for k in range(2, pseudo_rounds + 2):
@@ -206,7 +218,7 @@ def run_pipeline(
             cfg_k = cfg.model_copy(deep=True)
             if result[f"pseudo{k - 1}"]["selected"]:
                 cfg_k.data.pseudo_labels = str(pseudo_dir)
-            _round(cfg_k, data_dir, out / f"round{k}", resume, progress, rk)
+            _round(cfg_k, data_dir, out / f"round{k}", resume, progress, rk, tiles())
             save()
         if rk["oof_score_tuned"] >= result[f"round{best}"]["oof_score_tuned"]:
             best = k
@@ -226,6 +238,7 @@ def run_pipeline(
             progress,
             predict_batch_size,
             best_only,
+            tiles(),
         )
     if test_images is not None:
         csv_path = out / names.SUBMISSION_FILE
@@ -293,6 +306,7 @@ def _distill(
     progress: bool,
     batch_size: int,
     best_only: bool,
+    tiles: LabelledTiles,
 ) -> None:
     """Train the student of round ``best`` into ``out/student`` (fold 0) on labelled + soft test targets."""
     from saltseg.inference.pseudo import write_pseudo_dataset
@@ -330,7 +344,7 @@ def _distill(
         stage.epochs = max(1, round(stage.epochs * scale))
     if cfg_s.train.max_minutes is not None:
         cfg_s.train.max_minutes = cfg_s.train.max_minutes * cfg.data.folds
-    _round(cfg_s, data_dir, out / "student", resume, progress, student, folds=[0])
+    _round(cfg_s, data_dir, out / "student", resume, progress, student, tiles, folds=[0])
     teacher_fold0 = RunDir(teacher).fold(0).read_summary()
     student["teacher_fold0_oof_thr05"] = teacher_fold0.oof_score if teacher_fold0 else None
     student["student_fold0_oof_thr05"] = student["folds"][0]["oof_score"]

@@ -149,18 +149,24 @@ def predict_large(
     Returns:
         (H, W) float32 probabilities in [0, 1].
     """
-    from saltseg.predictor import autocast_for, predict_batch
+    from saltseg.predictor import EnsemblePredictor
 
     members = [models] if isinstance(models, torch.nn.Module) else list(models)
     if not members:
         raise ValueError("predict_large needs at least one model")
-    w_members = [1.0 / len(members)] * len(members) if weights is None else [float(w) for w in weights]
-    if len(w_members) != len(members):
-        raise ValueError(f"{len(w_members)} weights for {len(members)} models")
-    total_w = sum(w_members)
-    w_members = [w / total_w for w in w_members]
+    if weights is not None and len(weights) != len(members):
+        raise ValueError(f"{len(weights)} weights for {len(members)} models")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    param = next(iter(members[0].parameters()), None)
+    predictor = EnsemblePredictor(
+        members,
+        weights,
+        device=param.device if param is not None else torch.device("cpu"),
+        hflip=hflip,
+        channels_last=channels_last,
+        autocast=autocast,
+    )
 
     unit = _as_unit(image)
     height, width = unit.shape
@@ -173,25 +179,12 @@ def predict_large(
     blend = blend_window(tile, floor)
     acc = np.zeros(padded.shape, dtype=np.float32)
     norm = np.zeros(padded.shape, dtype=np.float32)
-
-    param = next(iter(members[0].parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    for m in members:
-        m.eval()
-        if channels_last:
-            m.to(memory_format=torch.channels_last)
     total, done = len(starts_y) * len(starts_x), 0
     for batch in _batches(starts_y, starts_x, batch_size):
         windows = np.stack([padded[y : y + tile, x : x + tile] for y, x in batch])
-        x_t = torch.from_numpy(windows)[:, None].to(device)
-        probs: torch.Tensor | None = None
-        with autocast_for(device, enabled=autocast):
-            for m, w in zip(members, w_members, strict=True):
-                out = predict_batch(m, x_t, hflip=hflip, channels_last=channels_last)
-                if "mask" not in out:
-                    raise CheckpointError("a model without a pixel mask output (a classifier) cannot segment")
-                probs = out["mask"][:, 0] * w if probs is None else probs + out["mask"][:, 0] * w
-        assert probs is not None
+        probs, _, _ = predictor.predict_unit(torch.from_numpy(windows)[:, None])
+        if probs is None:
+            raise CheckpointError("a model without a pixel mask output (a classifier) cannot segment")
         pred = probs.float().cpu().numpy()
         for (y, x), p in zip(batch, pred, strict=True):
             acc[y : y + tile, x : x + tile] += p * blend

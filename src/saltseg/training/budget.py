@@ -44,7 +44,7 @@ def measure_epoch_seconds(
     from saltseg.augment import build_transforms
     from saltseg.losses import create_loss
     from saltseg.models import create_model
-    from saltseg.training.train import eval_device, resolve_num_workers, resolve_precision
+    from saltseg.training.runtime import eval_device, resolve_num_workers, resolve_precision
 
     device = eval_device(cfg)
     amp = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(resolve_precision(cfg))

@@ -15,8 +15,10 @@ from lightning.pytorch.tuner import Tuner
 
 from saltseg.training.config import ExperimentConfig
 from saltseg.training.data import LabelledTiles
+from saltseg.training.fold import prepare_fold_split
 from saltseg.training.module import SaltModule
-from saltseg.training.train import build_datamodule, prepare_fold_split, quiet_lightning, resolve_precision
+from saltseg.training.runtime import quiet_lightning, resolve_precision
+from saltseg.training.trainer import build_datamodule
 from saltseg.utils.io import atomic_path
 
 
