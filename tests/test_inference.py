@@ -963,3 +963,17 @@ def test_pseudo_calibrate_fits_the_runs_temperature_and_keeps_the_masks(
         ["pseudo", pred, "--images", data, "--out", tmp_path / "t", "--temperature", "0"], capsys
     )
     assert code == 2
+
+
+def test_a_killed_predict_leaves_no_temporary_file_behind(run_a: Path, data: Path, tmp_path: Path) -> None:
+    """Issue 13 #14: a SIGKILLed predict left ``.masks.csv.*.tmp``; the next predict into the folder
+    removes it (and nothing else)."""
+    out = tmp_path / "pred"
+    out.mkdir()
+    stale = out / ".masks.csv.k1ll3d.tmp"
+    stale.write_text("id,rle_mask\nhalf")
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    predict_folder([run_a], data, out)
+    assert not stale.exists() and keep.read_text() == "mine"
+    assert not list(out.glob(".*.tmp")) and (out / "masks.csv").exists()

@@ -34,7 +34,7 @@ from saltseg.errors import DataError, SaltsegError
 from saltseg.inference.postprocess import apply_postprocess
 from saltseg.predictor import EnsemblePredictor
 from saltseg.submission import is_submission_csv, open_submission
-from saltseg.utils.io import atomic_write, check_output_file
+from saltseg.utils.io import atomic_write, check_output_file, remove_stale_temporaries
 
 CHUNK = 2048
 
@@ -133,6 +133,7 @@ def predict_folder(
     ids, paths = tile_ids(images, split)
     predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile, device=device)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder.masks_file)  # left by a predict that was killed
     tmp_probs = out / ".probs.tmp"
     if tmp_probs.exists():
         shutil.rmtree(tmp_probs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -135,6 +136,17 @@ def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
             raise
 
     return _ctx()
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files an :func:`atomic_write` of ``path`` left when its process was killed
+    (``.NAME.*.tmp`` beside it); returns what was removed. Call it only where no other process writes
+    ``path`` at the same time."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: str | Path, obj: Any) -> None:
