@@ -578,3 +578,31 @@ def test_encoder_weights_on_a_net_without_an_encoder_is_a_config_error(arch: str
     weights.write_bytes(b"x")
     with pytest.raises(ConfigError, match="encoder_weights is for the encoder architectures"):
         create_model({"arch": arch, "base_channels": 4, "depth": 3, "encoder_weights": str(weights)})
+
+
+class _Hostile:
+    """Pickles to a call (here harmless): what a malicious .pth does."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("this ran while unpickling",))
+
+
+def test_a_hostile_pth_is_refused_in_one_line_without_pytorchs_advice(tmp_path: Path) -> None:
+    """Issue 13 #19: PyTorch's own message advises retrying with weights_only=False, wrong for an
+    untrusted file."""
+    import torch
+
+    from saltseg.errors import CheckpointError
+    from saltseg.models.weights import read_state_dict
+
+    path = tmp_path / "hostile.pth"
+    torch.save({"conv.weight": torch.zeros(1), "payload": _Hostile()}, path)
+    with pytest.raises(CheckpointError) as exc:
+        read_state_dict(path)
+    msg = str(exc.value)
+    assert "refused" in msg and str(path) in msg and "\n" not in msg
+    assert "weights_only=False" not in msg and "weights_only" not in msg
+    (tmp_path / "cut.pth").write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="cannot read weights file") as exc:
+        read_state_dict(tmp_path / "cut.pth")
+    assert "\n" not in str(exc.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -31,8 +32,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj: object = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not a pickle of tensors at all: damaged or foreign
+            raise CheckpointError(
+                "cannot read weights file (not a torch.save file, or damaged)", path=path
+            ) from None
+        # torch's message advises weights_only=False: wrong advice for a file of unknown origin
+        raise CheckpointError(
+            "refused: besides tensors the file holds pickled Python objects, which could run code when "
+            "loaded; saltseg loads tensors only (save a state_dict, or convert the file to .safetensors)",
+            path=path,
+        ) from None
     except Exception as exc:
-        raise CheckpointError(f"cannot read weights file: {exc}", path=path) from exc
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise CheckpointError(f"cannot read weights file ({first})", path=path) from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), Mapping):
