@@ -18,7 +18,10 @@ from saltseg.utils.io import atomic_write
 
 
 def encode_probs(probs: np.ndarray) -> np.ndarray:
-    """Probabilities in [0, 1] as uint8 (p * 255, rounded); NaN (a diverged model) becomes 0."""
+    """Probabilities in [0, 1] as uint8 (p * 255, rounded); NaN (a diverged model) becomes 0. uint8
+    codes pass through unchanged."""
+    if probs.dtype == np.uint8:
+        return probs
     return np.round(np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
 
 

@@ -175,7 +175,7 @@ def predict_folder(
                 add_rows(chunk, masks)
                 if save_probs:
                     buf_ids.extend(chunk)
-                    buf_probs.append(probs)
+                    buf_probs.append(prob_store.encode_probs(probs))  # uint8: a quarter of the memory
                     if salt is not None:
                         buf_salt.append(salt)
                     if len(buf_ids) >= CHUNK:
