@@ -977,3 +977,39 @@ def test_a_killed_predict_leaves_no_temporary_file_behind(run_a: Path, data: Pat
     predict_folder([run_a], data, out)
     assert not stale.exists() and keep.read_text() == "mine"
     assert not list(out.glob(".*.tmp")) and (out / "masks.csv").exists()
+
+
+def test_predict_killed_at_a_random_point_then_rerun_gives_the_uninterrupted_result(
+    run_a: Path, data: Path, tmp_path: Path
+) -> None:
+    """Issue 13, fault injection: SIGKILL ``saltseg predict`` anywhere between start-up and the end; the
+    CSV is then absent or whole, and a rerun into the same folder gives the uninterrupted result."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, csv_path = tmp_path / "killed", tmp_path / "killed.csv"
+    cmd = [sys.executable, "-m", "saltseg.cli", "predict", str(run_a), "--images", str(data)]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out), "--csv", str(csv_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    delay = random.uniform(0.5, 8.0)  # start-up alone takes seconds: the kill lands anywhere
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    straight = predict_folder([run_a], data, tmp_path / "straight", csv_path=tmp_path / "straight.csv")
+    expected = (tmp_path / "straight.csv").read_text()
+    if csv_path.exists():  # finished before the kill, or not: never half a file
+        assert csv_path.read_text() == expected, f"killed after {delay:.1f} s"
+    predict_folder([run_a], data, out, csv_path=csv_path)
+    assert csv_path.read_text() == expected and (out / "masks.csv").read_text() == expected
+    left = [p for d in (out, tmp_path) for p in d.rglob(".*") if p.name.endswith(".tmp")]
+    assert not left, f"killed after {delay:.1f} s: {left}"
+    a, b = load_prediction_probs(out), load_prediction_probs(tmp_path / "straight")
+    assert a["ids"].tolist() == b["ids"].tolist() and (a["probs"] == b["probs"]).all()
+    assert straight.n_tiles == 30

@@ -133,7 +133,8 @@ def predict_folder(
     ids, paths = tile_ids(images, split)
     predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile, device=device)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(folder.masks_file)  # left by a predict that was killed
+    for target in (folder.masks_file, folder.meta_file, *([Path(csv_path)] if csv_path else [])):
+        remove_stale_temporaries(target)  # left by a predict that was killed
     tmp_probs = out / ".probs.tmp"
     if tmp_probs.exists():
         shutil.rmtree(tmp_probs)
