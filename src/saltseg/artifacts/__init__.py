@@ -2,8 +2,9 @@
 their files (:mod:`saltseg.artifacts.names`, the only place that knows them), typed records of their
 JSON files, the one probability store and the post-processing settings.
 
-``training``, ``inference``, ``diagnostics`` and the pipeline talk to each other only through this
-package, never by joining file names or reading JSON themselves.
+``training``, ``inference``, ``diagnostics`` and the pipeline hand each other runs, folds, ensembles and
+predictions only through this package (the pipeline's own ``pipeline.json`` and the search's study files
+are still written by their owners, under names from :mod:`saltseg.artifacts.names`).
 """
 
 from saltseg.artifacts import names
