@@ -30,6 +30,15 @@ def _fold_index(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
+def _summary_members(folder: Path) -> object:
+    """The ``members`` entry of ``folder/summary.json`` (None when missing or unreadable): paths for a
+    fold, objects for an (older) ensemble folder."""
+    try:
+        return json.loads((folder / names.SUMMARY_FILE).read_text()).get("members")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def read_data_dir(folder: Path) -> Path | None:
     """The data folder recorded in ``folder/data.json`` (None when there is none or it is unreadable)."""
     try:
@@ -119,10 +128,7 @@ class FoldDir:
         """A folder that holds one fold's models."""
         if (path / names.BEST_FILE).is_file() or (path / names.SNAPSHOT_DIR).is_dir():
             return True
-        try:  # a fold summary lists its members as paths (an ensemble's as objects, a run's has folds)
-            members = json.loads((path / names.SUMMARY_FILE).read_text()).get("members")
-        except (OSError, ValueError, AttributeError):
-            return False
+        members = _summary_members(path)  # a fold's are paths, an ensemble's objects; a run has none
         return isinstance(members, list) and all(isinstance(m, str) for m in members)
 
     def members(self, best_only: bool = False) -> list[Path]:
@@ -141,18 +147,11 @@ class FoldDir:
 
 
 @dataclass(frozen=True)
-class RunDir:
-    """A training run folder (``saltseg train``)."""
+class _TunedFolder:
+    """What run and ensemble folders share: a summary, the data folder they came from, out-of-fold
+    predictions and, once tuned, their post-processing."""
 
     path: Path
-
-    @property
-    def config_file(self) -> Path:
-        return self.path / names.CONFIG_FILE
-
-    @property
-    def folds_file(self) -> Path:
-        return self.path / names.FOLDS_FILE
 
     @property
     def summary_file(self) -> Path:
@@ -161,6 +160,29 @@ class RunDir:
     @property
     def postprocess_file(self) -> Path:
         return self.path / names.POSTPROCESS_FILE
+
+    def data_dir(self) -> Path | None:
+        return read_data_dir(self.path)
+
+    def write_data_dir(self, data_dir: str | Path) -> None:
+        write_data_dir(self.path, data_dir)
+
+    def postprocess(self) -> PostprocessConfig | None:
+        """The tuned post-processing, None when the folder is not tuned."""
+        return load_postprocess(self.postprocess_file) if self.postprocess_file.exists() else None
+
+
+@dataclass(frozen=True)
+class RunDir(_TunedFolder):
+    """A training run folder (``saltseg train``)."""
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / names.CONFIG_FILE
+
+    @property
+    def folds_file(self) -> Path:
+        return self.path / names.FOLDS_FILE
 
     @property
     def report_file(self) -> Path:
@@ -181,12 +203,6 @@ class RunDir:
         """The fold folders present, by index."""
         found = [FoldDir(p) for p in self.path.glob("fold*") if p.is_dir() and _fold_index(p) >= 0]
         return sorted(found, key=lambda f: f.index)
-
-    def data_dir(self) -> Path | None:
-        return read_data_dir(self.path)
-
-    def write_data_dir(self, data_dir: str | Path) -> None:
-        write_data_dir(self.path, data_dir)
 
     def read_summary(self) -> RunSummary | None:
         return read_record(RunSummary, self.summary_file) if self.summary_file.exists() else None
@@ -210,32 +226,18 @@ class RunDir:
         per_fold = [m for m in (f.members(best_only) for f in self.folds()) if m]
         return [(p, 1.0 / (len(per_fold) * len(files))) for files in per_fold for p in files]
 
-    def postprocess(self) -> PostprocessConfig | None:
-        """The tuned post-processing, None when the run is not tuned."""
-        return load_postprocess(self.postprocess_file) if self.postprocess_file.exists() else None
-
 
 @dataclass(frozen=True)
-class EnsembleDir:
+class EnsembleDir(_TunedFolder):
     """An ensemble folder (``saltseg ensemble``)."""
-
-    path: Path
 
     @property
     def spec_file(self) -> Path:
         return self.path / names.ENSEMBLE_FILE
 
     @property
-    def summary_file(self) -> Path:
-        return self.path / names.SUMMARY_FILE
-
-    @property
     def oof_file(self) -> Path:
         return self.path / names.OOF_FILE
-
-    @property
-    def postprocess_file(self) -> Path:
-        return self.path / names.POSTPROCESS_FILE
 
     @staticmethod
     def looks_like(path: Path) -> bool:
@@ -244,10 +246,7 @@ class EnsembleDir:
             return False
         if (path / names.ENSEMBLE_FILE).is_file():
             return True
-        try:
-            members = json.loads((path / names.SUMMARY_FILE).read_text()).get("members")
-        except (OSError, ValueError, AttributeError):
-            return False
+        members = _summary_members(path)
         return bool(members) and isinstance(members, list) and all(isinstance(m, dict) for m in members)
 
     def read_spec(self) -> EnsembleSummary:
@@ -262,16 +261,10 @@ class EnsembleDir:
         summary.write(self.spec_file)
         summary.write(self.summary_file)
 
-    def data_dir(self) -> Path | None:
-        return read_data_dir(self.path)
-
     def load_oof(self) -> OutOfFold:
         if not self.oof_file.exists():
             raise DataError("no out-of-fold predictions (oof.npz)", self.path)
         return read_oof([self.oof_file])
-
-    def postprocess(self) -> PostprocessConfig | None:
-        return load_postprocess(self.postprocess_file) if self.postprocess_file.exists() else None
 
 
 def open_oof_source(path: str | Path) -> RunDir | EnsembleDir:

@@ -82,11 +82,6 @@ def _num(text: str | None) -> float | None:
     return None if math.isnan(v) else v
 
 
-def _fold_index(path: Path) -> int:
-    m = re.fullmatch(r"fold(\d+)", path.name)
-    return int(m.group(1)) if m else -1
-
-
 is_run_dir = RunDir.looks_like
 is_ensemble_dir = EnsembleDir.looks_like
 
@@ -316,7 +311,7 @@ class RunInfo:
         files = self.oof_files()
         if not files:
             return None
-        oof = read_oof(files, [_fold_index(p.parent) for p in files])
+        oof = read_oof(files, [FoldDir(p.parent).index for p in files])  # -1 for an ensemble's
         return oof if oof.probs is not None else None
 
 

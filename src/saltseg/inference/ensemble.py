@@ -23,7 +23,6 @@ from saltseg.artifacts import (
     open_oof_source,
     read_data_dir,
     save_probs,
-    write_data_dir,
 )
 from saltseg.errors import DataError
 from saltseg.metrics.kaggle import kaggle_scores
@@ -156,5 +155,5 @@ def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv
     folder.write(summary)
     data_dir = read_data_dir(runs_p[0])
     if data_dir is not None:
-        write_data_dir(out, data_dir)
+        folder.write_data_dir(data_dir)
     return summary

@@ -13,19 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import torch
 
 from saltseg.artifacts import (
     RunDir,
     RunSummary,
-    load_probs,
     read_data_dir,
 )
 from saltseg.data.folds import load_folds, save_folds
 from saltseg.errors import SaltsegError
 from saltseg.metrics.kaggle import kaggle_scores
-from saltseg.predictor import EnsemblePredictor
 from saltseg.training.config import ExperimentConfig, dump_config
 from saltseg.training.data import LabelledTiles, TileDataset
 from saltseg.training.fold import (
@@ -44,19 +40,6 @@ from saltseg.training.runtime import (
 )
 from saltseg.training.trainer import build_datamodule
 from saltseg.utils.io import atomic_write
-
-
-def predict_tiles(
-    models: list[torch.nn.Module],
-    images: np.ndarray,
-    batch_size: int = 64,
-    hflip: bool = True,
-    channels_last: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Average probability of ``models`` on uint8 tiles (N,H,W): (N,H,W) float32 and salt probs or None."""
-    device = next(models[0].parameters()).device
-    predictor = EnsemblePredictor(models, device=device, hflip=hflip, channels_last=channels_last)
-    return predictor.predict_array(images, batch_size)
 
 
 def _differences(a: object, b: object, prefix: str = "") -> list[str]:
@@ -167,13 +150,10 @@ def summarize_run(out: Path) -> RunSummary:
     """Collect fold summaries and the OOF score over every finished fold into ``RUN/summary.json``."""
     run = RunDir(Path(out))
     summary = RunSummary(run=str(out), folds=run.fold_summaries())
-    parts = [load_probs(f) for f in run.oof_files()]
-    parts = [d for d in parts if "probs" in d]
-    if parts:
-        preds = np.concatenate([d["probs"] for d in parts]) > 0.5
-        truth = np.concatenate([d["truth"] for d in parts])
-        summary.oof_score = float(kaggle_scores(preds, truth).mean())
-        summary.n_oof = len(preds)
+    oof = run.load_oof() if run.oof_files() else None
+    if oof is not None and oof.probs is not None:  # a classifier run has no masks to score
+        summary.oof_score = float(kaggle_scores(oof.probs > 0.5, oof.truth).mean())
+        summary.n_oof = len(oof.ids)
     summary.write(run.summary_file)
     return summary
 
@@ -185,7 +165,6 @@ __all__ = [
     "build_datamodule",
     "eval_device",
     "is_launcher_rank_zero",
-    "predict_tiles",
     "prepare_fold_split",
     "prepare_run",
     "quiet_lightning",
