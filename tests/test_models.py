@@ -95,12 +95,30 @@ def test_unknown_encoder() -> None:
         create_model(tiny("classifier", encoder="resnet_nope"))
 
 
-@pytest.mark.parametrize("size", [100, 0, -32, 48])
+@pytest.mark.parametrize("size", [100, 48, 112])
 def test_bad_input_size(size: int) -> None:
     with pytest.raises(ValidationError, match="multiple of 32"):
         ModelConfig(input_size=size)
     with pytest.raises(ConfigError, match="multiple of 32"):
         create_model({"input_size": size})
+
+
+@pytest.mark.parametrize("size", [0, -32])
+def test_input_size_must_be_positive(size: int) -> None:
+    with pytest.raises(ValidationError, match="must be positive"):
+        ModelConfig(input_size=size)
+
+
+def test_scratch_unet_input_size_follows_its_depth() -> None:
+    """The from-scratch U-Nets need 2 ** depth: 112 is enough for a 101 tile at depth 4."""
+    cfg = tiny("dilated_unet", input_size=112, depth=4, base_channels=4)
+    model = create_model(cfg)
+    out = model(torch.rand(2, 1, 101, 101))
+    logits = out["mask"] if isinstance(out, dict) else out
+    assert logits.shape[-2:] == (101, 101)
+    with pytest.raises(ValidationError, match="multiple of 16 for dilated_unet with depth 4, got 104"):
+        ModelConfig(arch="dilated_unet", depth=4, input_size=104)
+    assert ModelConfig(arch="vanilla_unet", depth=3, input_size=104).input_size == 104
 
 
 @pytest.mark.parametrize(

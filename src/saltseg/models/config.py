@@ -35,7 +35,9 @@ class ModelConfig(BaseModel):
         normalize: ``"standardize"`` applies ``(x - mean) / std``; ``"div255"`` keeps x in [0, 1].
         mean: Mean of image/255 on the training set.
         std: Standard deviation of image/255 on the training set.
-        input_size: Side of the square fed to the network (multiple of 32).
+        input_size: Side of the square fed to the network: a multiple of 2 ** depth for the
+            from-scratch U-Nets (112 takes a 101 tile with 5-6 px of padding at depth 4), of 32 for
+            the encoder architectures.
         resize_to: If set, resize the tile to ``resize_to`` x ``resize_to`` before padding.
         pad_mode: How the tile is padded up to ``input_size``.
         decoder_channels: Channels of the decoder blocks, deepest first; its length is the
@@ -111,8 +113,8 @@ class ModelConfig(BaseModel):
     @field_validator("input_size")
     @classmethod
     def _check_input_size(cls, value: int) -> int:
-        if value <= 0 or value % 32:
-            raise ValueError(f"input_size must be a positive multiple of 32, got {value}")
+        if value <= 0:
+            raise ValueError(f"input_size must be positive, got {value}")
         return value
 
     @field_validator("decoder_channels")
@@ -145,8 +147,20 @@ class ModelConfig(BaseModel):
             raise ValueError(f"depth must be between 1 and 5, got {value}")
         return value
 
+    @property
+    def size_multiple(self) -> int:
+        """What ``input_size`` must be a multiple of: 2 ** depth for the from-scratch U-Nets, 32 for the
+        encoder architectures (smp's five-stage encoders)."""
+        return 2**self.depth if self.arch in SCRATCH_ARCHS else 32
+
     @model_validator(mode="after")
     def _check_resize(self) -> ModelConfig:
+        if self.input_size % self.size_multiple:
+            raise ValueError(
+                f"input_size must be a multiple of {self.size_multiple} for {self.arch}"
+                + (f" with depth {self.depth}" if self.arch in SCRATCH_ARCHS else "")
+                + f", got {self.input_size}"
+            )
         if self.resize_to is not None and not 1 <= self.resize_to <= self.input_size:
             raise ValueError(
                 f"resize_to ({self.resize_to}) must be between 1 and input_size ({self.input_size})"
