@@ -36,6 +36,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _graph_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Exported inference graphs (saltseg.backends) go to a temporary folder, never to ~/.cache."""
+    old = os.environ.get("SALTSEG_CACHE")
+    os.environ["SALTSEG_CACHE"] = str(tmp_path_factory.mktemp("saltseg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SALTSEG_CACHE", None)
+    else:
+        os.environ["SALTSEG_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """Path of the real TGS Salt data; the test is skipped (with a reason) where it is absent."""

@@ -96,7 +96,19 @@ def test_volume_command_keeps_geometry_and_headers(tmp_path: Path, checkpoint, m
     src = write_segy(tmp_path / "in.sgy", cube, fmt=fmt, sorting=sorting)
     out = tmp_path / "out" / "salt.sgy"
     # on the CPU, as the expected probabilities (tests/test_gpu.py compares the GPU with the CPU)
-    argv = ["volume", str(checkpoint), "--segy", str(src), "--out", str(out), "--quiet", "--device", "cpu"]
+    argv = [
+        "volume",
+        str(checkpoint),
+        "--segy",
+        str(src),
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        "cpu",
+        "--backend",
+        "torch",
+    ]
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
     assert sorted(p.name for p in out.parent.iterdir()) == ["salt.sgy"]  # no temporary left
@@ -247,6 +259,7 @@ def test_nan_amplitudes_are_an_error_or_counted_zeros(tmp_path: Path, checkpoint
     assert err.startswith(f"error: {survey}: ") and "NaN or Inf" in err and "--nan-as zero" in err
     assert not out.exists()
     argv = ["volume", str(checkpoint), "--segy", str(survey), "--out", str(out), "--nan-as", "zero"]
+    argv += ["--backend", "torch"]  # as segment_segy below
     assert main([*argv, "--clip", "3000"]) == 0  # one clip for both (a percentile sees other samples)
     assert "6 NaN/Inf amplitudes were read as zero" in capsys.readouterr().out
     zeroed = np.nan_to_num(cube, nan=0.0, posinf=0.0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from saltseg.artifacts import PostprocessConfig, PredictionMeta, RunSummary, resolve_models
+from saltseg.backends import BackendName
 from saltseg.errors import DataError
 from saltseg.inference.postprocess import apply_postprocess
 from saltseg.inference.predict import default_postprocess, predict_folder
@@ -75,11 +76,17 @@ class Segmenter:
 
     @classmethod
     def from_runs(
-        cls, *models: str | Path, best_only: bool = False, hflip: bool = True, device: str | None = None
+        cls,
+        *models: str | Path,
+        best_only: bool = False,
+        hflip: bool = True,
+        device: str | None = None,
+        backend: BackendName = "auto",
     ) -> Segmenter:
-        """Load MODEL arguments as ``saltseg predict`` does (runs, folds, ensembles, ``.safetensors``)."""
+        """Load MODEL arguments as ``saltseg predict`` does (runs, folds, ensembles, ``.safetensors``);
+        ``backend`` as for ``saltseg predict --backend`` (:mod:`saltseg.backends`)."""
         members = resolve_models(list(models), best_only)
-        predictor = EnsemblePredictor.load(members, hflip=hflip, device=device)
+        predictor = EnsemblePredictor.load(members, hflip=hflip, device=device, backend=backend)
         return cls(predictor, default_postprocess(list(models)))
 
     def probabilities(self, tiles: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:

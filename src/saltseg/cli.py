@@ -39,6 +39,16 @@ def command(name: str, help_text: str, example: str) -> Callable:
     return deco
 
 
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    """``--backend`` of the commands that run models (checked by :func:`saltseg.backends.candidates`)."""
+    p.add_argument(
+        "--backend",
+        default="auto",
+        help="inference backend: auto (the fastest installed one that passes its accuracy check on the "
+        "first tiles; torch on a GPU), torch, onnxruntime or openvino",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     from saltseg import commands  # noqa: F401  (registers the subcommands)

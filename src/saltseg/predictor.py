@@ -1,6 +1,6 @@
-"""The one predictor: a weighted ensemble of models with flip TTA, autocast, channels-last and the
-device rule, used by the OOF step of training, ``saltseg predict``, sliding windows (``volume``) and
-the Python API.
+"""The one predictor: a weighted ensemble of models with flip TTA on one of the inference backends
+(:mod:`saltseg.backends`: torch with autocast and channels-last, ONNX Runtime, OpenVINO), used by the OOF
+step of training, ``saltseg predict``, sliding windows (``volume``) and the Python API.
 
 Members without a mask head (the separate empty/non-empty classifier) feed only the image-level salt
 probability; the mask average is over the members that have one, with their weights renormalised, in
@@ -9,7 +9,7 @@ out-of-fold predictions and in prediction alike.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,52 +18,36 @@ import numpy as np
 import torch
 
 from saltseg.artifacts.folders import Member
-from saltseg.errors import CheckpointError
+from saltseg.backends import (
+    CHECK_TILES,
+    BackendCheck,
+    BackendName,
+    GraphRunner,
+    MemberRunner,
+    TorchRunner,
+    autocast_for,
+    candidates,
+    compare_outputs,
+    member_graph,
+    predict_batch,
+)
+from saltseg.errors import CheckpointError, SaltsegError
+
+__all__ = [
+    "ArrayPrediction",
+    "EnsemblePredictor",
+    "autocast_for",
+    "default_device",
+    "one_line",
+    "predict_batch",
+]
+
+log = logging.getLogger(__name__)
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
     """``device``, else the CUDA GPU when torch finds one, else the CPU."""
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU and on CUDA GPUs that support it (as in training), else fp16 on CUDA;
-    nothing elsewhere or when disabled."""
-    if not enabled:
-        return contextlib.nullcontext()
-    if device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict_batch(
-    model: torch.nn.Module, x: torch.Tensor, hflip: bool = True, channels_last: bool = False
-) -> dict[str, torch.Tensor]:
-    """Sigmoid probabilities of one batch ``x`` (B,1,H,W in [0,1]), averaged with the mirrored image.
-
-    Returns ``{"mask": (B,1,H,W) float32}`` and ``"salt": (B,)`` when the model has an image-level head.
-    """
-    views = [x, torch.flip(x, dims=[-1])] if hflip else [x]
-    masks, salts = [], []
-    for k, v in enumerate(views):
-        if channels_last:
-            v = v.contiguous(memory_format=torch.channels_last)
-        out = model(v)
-        if "mask" in out:
-            m = torch.sigmoid(out["mask"].float())
-            masks.append(torch.flip(m, dims=[-1]) if k == 1 else m)
-        if "salt" in out:
-            salts.append(torch.sigmoid(out["salt"].float()))
-    result: dict[str, torch.Tensor] = {}
-    if masks:
-        result["mask"] = torch.stack(masks).mean(0).contiguous()
-    if salts:
-        result["salt"] = torch.stack(salts).mean(0)
-    return result
 
 
 def one_line(message: str, limit: int = 300) -> str:
@@ -90,7 +74,10 @@ class EnsemblePredictor:
     """Weighted average of models' sigmoid probabilities (with flip TTA), batch by batch.
 
     Build it from loaded models (``EnsemblePredictor(models, weights)``) or from checkpoint files
-    (:meth:`load`).
+    (:meth:`load`). ``backend`` is ``torch`` (the default here), ``onnxruntime``, ``openvino`` or
+    ``auto`` (:func:`saltseg.backends.candidates`); a graph backend is checked against torch fp32 on the
+    first tiles it predicts (:attr:`check`), and ``auto`` falls back to the next backend when the check
+    or the export fails. :attr:`backend` names the one in use once a batch has been predicted.
     """
 
     def __init__(
@@ -102,21 +89,27 @@ class EnsemblePredictor:
         channels_last: bool = True,
         compile: bool = False,
         autocast: bool = True,
+        backend: BackendName = "torch",
+        precision: str = "auto",
     ) -> None:
         if not models:
             raise CheckpointError("no model given")
         self.device = default_device(device)
-        self.models = []
-        for model in models:
-            model = model.to(self.device).eval()
-            if channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            self.models.append(torch.compile(model) if compile else model)
         weights = [1.0 / len(models)] * len(models) if weights is None else [float(w) for w in weights]
         if len(weights) != len(models):
             raise ValueError(f"{len(weights)} weights for {len(models)} models")
         self.weights = weights
         self.hflip, self.channels_last, self.autocast = hflip, channels_last, autocast
+        self.precision = precision
+        self._torch = [
+            TorchRunner(m, self.device, hflip, channels_last, autocast, compile=compile) for m in models
+        ]
+        self.models = [r.model for r in self._torch]
+        self._candidates = candidates(backend, self.device)
+        self._explicit = backend != "auto"
+        self.backend: str | None = "torch" if self._candidates == ["torch"] else None
+        self.check: BackendCheck | None = None
+        self._graphs: dict[tuple[int, int], list[MemberRunner]] = {}
         # the largest tile side every model takes: its input square, unless it resizes its input
         sizes = [
             math.inf if cfg.resize_to else int(cfg.input_size)
@@ -138,29 +131,71 @@ class EnsemblePredictor:
                 raise CheckpointError(one_line(exc.message), m.path) from None
         return cls(models, [m.weight for m in members], **kwargs)  # type: ignore[arg-type]
 
+    def _graph_runners(self, backend: str, size: tuple[int, int]) -> list[MemberRunner]:
+        return [
+            GraphRunner(backend, *member_graph(m, size, self.hflip), precision=self.precision)
+            for m in self.models
+        ]
+
+    def _reference(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Every member in torch fp32 on ``x`` (the accuracy check's reference)."""
+        with torch.no_grad():
+            return [predict_batch(m, x.to(self.device), self.hflip, self.channels_last) for m in self.models]
+
+    def _runners(self, x: torch.Tensor) -> list[MemberRunner]:
+        """The members' runners for tiles of ``x``'s size, choosing the backend on the first call."""
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        if self.backend == "torch":
+            return self._torch
+        if size in self._graphs:
+            return self._graphs[size]
+        tried = [self.backend] if self.backend else self._candidates
+        sample = x[:CHECK_TILES]
+        for backend in tried:
+            if backend == "torch":
+                self.backend = "torch"
+                return self._torch
+            try:
+                runners = self._graph_runners(backend, size)
+                check = compare_outputs(backend, [r(sample) for r in runners], self._reference(sample))
+            except SaltsegError as exc:
+                if self._explicit or self.backend:
+                    raise
+                log.warning("backend %s unusable (%s); trying the next one", backend, exc.message)
+                continue
+            if not check.passed:
+                if self._explicit or self.backend:
+                    raise SaltsegError(f"backend {check.describe()} fails the accuracy check")
+                log.warning("backend %s fails the accuracy check; trying the next one", check.describe())
+                continue
+            self.backend, self.check = backend, check
+            self._graphs[size] = runners
+            return runners
+        self.backend = "torch"
+        return self._torch
+
     @torch.no_grad()
     def predict_unit(
         self, x: torch.Tensor, with_members: bool = False
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[torch.Tensor | None]]:
         """The ensemble on a batch (B,1,H,W) in [0, 1]: mask probabilities (B,H,W) or None, salt
         probabilities (B,) or None, and (``with_members``) each member's masks (None for a classifier)."""
-        x = x.to(self.device)
+        runners = self._runners(x)
         acc: torch.Tensor | None = None
         salt: torch.Tensor | None = None
         mask_w = salt_w = 0.0
         per_member: list[torch.Tensor | None] = []
-        with autocast_for(self.device, enabled=self.autocast):
-            for w, model in zip(self.weights, self.models, strict=True):
-                out = predict_batch(model, x, hflip=self.hflip, channels_last=self.channels_last)
-                mask = out["mask"][:, 0] if "mask" in out else None
-                if mask is not None:
-                    acc = w * mask if acc is None else acc + w * mask
-                    mask_w += w
-                if "salt" in out:
-                    salt = w * out["salt"] if salt is None else salt + w * out["salt"]
-                    salt_w += w
-                if with_members:
-                    per_member.append(mask)
+        for w, run in zip(self.weights, runners, strict=True):
+            out = run(x)
+            mask = out["mask"][:, 0] if "mask" in out else None
+            if mask is not None:
+                acc = w * mask if acc is None else acc + w * mask
+                mask_w += w
+            if "salt" in out:
+                salt = w * out["salt"] if salt is None else salt + w * out["salt"]
+                salt_w += w
+            if with_members:
+                per_member.append(mask)
         probs = None if acc is None else acc / mask_w
         return probs, None if salt is None else salt / salt_w, per_member
 

@@ -139,3 +139,5 @@ class PredictionMeta(Record):
     postprocess: dict
     seconds: float
     tiles_per_second: float
+    backend: str = "torch"  # the inference backend that ran the models (older folders: torch)
+    backend_check: str | None = None  # how a graph backend compared with torch fp32 on the first tiles

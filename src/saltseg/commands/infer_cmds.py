@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from saltseg.artifacts import names
-from saltseg.cli import command
+from saltseg.cli import add_backend_argument, command
 from saltseg.errors import SaltsegError
 
 
@@ -65,6 +65,7 @@ def _predict(p: argparse.ArgumentParser):
         help="one model per fold: the snapshot that scored best on its validation tiles (faster)",
     )
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0...")
+    add_backend_argument(p)
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.postprocess import load_postprocess, validate_postprocess
@@ -87,9 +88,11 @@ def _predict(p: argparse.ArgumentParser):
             compile=args.compile,
             best_only=args.best_member,
             device=resolve_device(args.device),
+            backend=args.backend,
         )
         print(
-            f"predicted {meta.n_tiles} tiles with {len(meta.models)} model(s) in {meta.seconds} s "
+            f"predicted {meta.n_tiles} tiles with {len(meta.models)} model(s) on {meta.backend} "
+            f"in {meta.seconds} s "
             f"({meta.tiles_per_second} tiles/s); {meta.n_empty} empty masks -> {args.out}"
         )
         if args.csv:

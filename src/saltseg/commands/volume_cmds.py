@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from saltseg.cli import command
+from saltseg.cli import add_backend_argument, command
 
 MODEL_HELP = "a .safetensors checkpoint, a fold folder or a run folder (all folds' members averaged)"
 
@@ -53,6 +53,7 @@ def _volume(p: argparse.ArgumentParser):
     p.add_argument("--no-tta", action="store_true", help="no horizontal-flip TTA")
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0...")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CPU speed)")
+    add_backend_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
     def run(args: argparse.Namespace) -> int:
@@ -94,12 +95,13 @@ def _volume(p: argparse.ArgumentParser):
             channels_last=args.channels_last,
             notify=lambda msg: print(f"warning: {args.segy}: {msg}", file=sys.stderr),
             progress=progress,
+            backend=args.backend,
         )
         what = "0/1 mask" if args.threshold is not None else "probabilities"
         sections = f"{report.sections} {report.axis}s" if report.mode == "3d" else "a 2-D section"
         print(
             f"wrote {report.out}: salt {what}, {' x '.join(map(str, report.shape))} "
-            f"({sections}, {len(models)} model(s), clip {report.clip:.4g}), "
+            f"({sections}, {len(models)} model(s) on {report.backend}, clip {report.clip:.4g}), "
             f"salt in {100 * report.salt_fraction:.1f}% of the samples, {report.seconds:.1f} s"
         )
         if report.non_finite:

@@ -43,7 +43,8 @@ class EnsembleProbabilities(nn.Module):
     Args:
         members: Models returning dicts of logits (``mask`` (B,1,H,W) and/or ``salt`` (B,)).
         weights: One weight per member (normalised to sum to 1).
-        hflip: Also predict the mirrored image and average (the mask mirrored back).
+        hflip: Also predict the mirrored image and average (the mask mirrored back); the mirrored copy
+            goes through each member in the same call as the original (one batch of 2B).
         outputs: Which outputs to return, in order (``"mask"``, ``"salt"``); members lacking one are
             left out of that output's average.
     """
@@ -66,21 +67,16 @@ class EnsembleProbabilities(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, 1, H, W) in [0, 1] -> the configured outputs, probabilities."""
-        views = [x, torch.flip(x, dims=[-1])] if self.hflip else [x]
+        from saltseg.backends import predict_batch
+
         sums: dict[str, torch.Tensor] = {}
         totals: dict[str, float] = {}
         for member, weight in zip(self.members, self.weights, strict=True):
-            for k, view in enumerate(views):
-                out = member(view)
-                for name in self.outputs:
-                    if name not in out:
-                        continue
-                    p = torch.sigmoid(out[name].float())
-                    if name == "mask" and k == 1:
-                        p = torch.flip(p, dims=[-1])
-                    p = p * (weight / len(views))
-                    sums[name] = p if name not in sums else sums[name] + p
-                    totals[name] = totals.get(name, 0.0) + weight / len(views)
+            out = predict_batch(member, x, hflip=self.hflip)
+            for name in self.outputs:
+                if name in out:
+                    sums[name] = out[name] * weight if name not in sums else sums[name] + out[name] * weight
+                    totals[name] = totals.get(name, 0.0) + weight
         return tuple(sums[name] / totals[name] for name in self.outputs)
 
 
@@ -168,14 +164,15 @@ def export_module(
     module: nn.Module,
     out_file: str | Path,
     outputs: Sequence[str],
-    size: int = 101,
+    size: int | tuple[int, int] = 101,
     opset: int | None = None,
     metadata: dict[str, str] | None = None,
     verify: bool = True,
     atol: float = 1e-4,
     exporter: Exporter = "auto",
 ) -> ExportReport:
-    """Export ``module`` (``(B,1,size,size) -> tuple of outputs``) to ``out_file`` atomically.
+    """Export ``module`` (``(B,1,H,W) -> tuple of outputs``, ``size`` = H = W or (H, W)) to ``out_file``
+    atomically.
 
     With ``verify``, runs the exported graph with onnxruntime on a batch of 3 random tiles (a batch
     size different from the export's, so the dynamic axis is exercised) and checks it against torch.
@@ -184,7 +181,8 @@ def export_module(
 
     out_file = Path(out_file)
     module = module.eval().float()
-    example = torch.rand(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    example = torch.rand(2, 1, *hw, generator=torch.Generator().manual_seed(0))
     with atomic_path(out_file) as tmp:
         used = _export_to(module, example, tmp, list(outputs), opset, exporter)
         model = onnx.load(str(tmp))
@@ -195,14 +193,14 @@ def export_module(
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
         opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        diff = _verify(module, tmp, size, atol, out_file) if verify else None
+        diff = _verify(module, tmp, hw, atol, out_file) if verify else None
     return ExportReport(out_file, [], list(outputs), int(opset_used), used, diff)
 
 
-def _verify(module: nn.Module, path: Path, size: int, atol: float, name: Path) -> float:
+def _verify(module: nn.Module, path: Path, hw: tuple[int, int], atol: float, name: Path) -> float:
     import onnxruntime as ort
 
-    x = torch.rand(3, 1, size, size, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(3, 1, *hw, generator=torch.Generator().manual_seed(1))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"image": x.numpy()})
     with torch.no_grad():

@@ -29,6 +29,7 @@ from saltseg.artifacts import (
     resolve_models,
 )
 from saltseg.artifacts import probs as prob_store
+from saltseg.backends import BackendName
 from saltseg.data.tiles import open_dataset, read_csv_column_pairs, read_image
 from saltseg.errors import DataError, SaltsegError
 from saltseg.inference.postprocess import apply_postprocess
@@ -112,6 +113,7 @@ def predict_folder(
     compile: bool = False,
     best_only: bool = False,
     device: str | torch.device | None = None,
+    backend: BackendName = "auto",
 ) -> PredictionMeta:
     """Predict every tile of ``images`` and write the prediction folder ``out``; returns its meta.
 
@@ -131,7 +133,7 @@ def predict_folder(
     members = resolve_models(models, best_only)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)
-    predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile, device=device)
+    predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile, device=device, backend=backend)
     out.mkdir(parents=True, exist_ok=True)
     for target in (folder.masks_file, folder.meta_file, *([Path(csv_path)] if csv_path else [])):
         remove_stale_temporaries(target)  # left by a predict that was killed
@@ -204,6 +206,8 @@ def predict_folder(
         n_chunks=n_chunks,
         hflip_tta=hflip,
         postprocess=pp.model_dump(),
+        backend=predictor.backend or "torch",
+        backend_check=predictor.check.describe() if predictor.check else None,
         seconds=round(time.time() - started, 2),
         tiles_per_second=round(len(ids) / max(time.time() - started, 1e-9), 1),
     )

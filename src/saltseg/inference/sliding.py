@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from saltseg.errors import CheckpointError, DataError
+from saltseg.predictor import EnsemblePredictor
 
 __all__ = ["blend_window", "load_ensemble", "predict_large", "window_starts"]
 
@@ -115,7 +116,7 @@ def _batches(starts_y: list[int], starts_x: list[int], size: int) -> Iterator[li
 
 @torch.inference_mode()
 def predict_large(
-    models: torch.nn.Module | Sequence[torch.nn.Module],
+    models: torch.nn.Module | Sequence[torch.nn.Module] | EnsemblePredictor,
     image: np.ndarray,
     tile: int = 101,
     stride: int = 50,
@@ -132,7 +133,9 @@ def predict_large(
 
     Args:
         models: A model or an ensemble (probabilities averaged with ``weights``); each takes
-            (B, 1, tile, tile) in [0, 1] and returns ``{"mask": logits, ...}`` (``SaltModel``).
+            (B, 1, tile, tile) in [0, 1] and returns ``{"mask": logits, ...}`` (``SaltModel``). Or an
+            :class:`~saltseg.predictor.EnsemblePredictor` built once for many images (then its own
+            weights, TTA, autocast, memory format and backend apply, and those arguments are ignored).
         image: (H, W) uint8 (divided by 255) or float already in [0, 1]; depth/time down the rows,
             as in the TGS tiles.
         tile: Window side, the tile size the models were trained on.
@@ -149,24 +152,25 @@ def predict_large(
     Returns:
         (H, W) float32 probabilities in [0, 1].
     """
-    from saltseg.predictor import EnsemblePredictor
-
-    members = [models] if isinstance(models, torch.nn.Module) else list(models)
-    if not members:
-        raise ValueError("predict_large needs at least one model")
-    if weights is not None and len(weights) != len(members):
-        raise ValueError(f"{len(weights)} weights for {len(members)} models")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    param = next(iter(members[0].parameters()), None)
-    predictor = EnsemblePredictor(
-        members,
-        weights,
-        device=param.device if param is not None else torch.device("cpu"),
-        hflip=hflip,
-        channels_last=channels_last,
-        autocast=autocast,
-    )
+    if isinstance(models, EnsemblePredictor):
+        predictor = models
+    else:
+        members = [models] if isinstance(models, torch.nn.Module) else list(models)
+        if not members:
+            raise ValueError("predict_large needs at least one model")
+        if weights is not None and len(weights) != len(members):
+            raise ValueError(f"{len(weights)} weights for {len(members)} models")
+        param = next(iter(members[0].parameters()), None)
+        predictor = EnsemblePredictor(
+            members,
+            weights,
+            device=param.device if param is not None else torch.device("cpu"),
+            hflip=hflip,
+            channels_last=channels_last,
+            autocast=autocast,
+        )
 
     unit = _as_unit(image)
     height, width = unit.shape

@@ -144,6 +144,9 @@ class TrainConfig(_Strict):
         channels_last: Channels-last memory format (faster convolutions on CPU and tensor cores).
         compile: torch.compile the model.
         val_tta: Validate with horizontal-flip TTA.
+        predict_backend: Inference backend of the out-of-fold predictions after each fold
+            (:mod:`saltseg.backends`): ``torch`` (the default: no export per fold), ``auto``,
+            ``onnxruntime`` or ``openvino``.
         early_stopping: Stop a stage when the validation score has not improved for this many epochs.
         stall_epochs: Guard: stop the whole run, saying why, when the validation score has not
             improved for this many epochs.
@@ -161,6 +164,7 @@ class TrainConfig(_Strict):
     channels_last: bool = True
     compile: bool = False
     val_tta: bool = True
+    predict_backend: Literal["auto", "torch", "onnxruntime", "openvino"] = "torch"
     early_stopping: int | None = Field(None, ge=1)
     stall_epochs: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)

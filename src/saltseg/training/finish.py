@@ -52,7 +52,10 @@ def predict_oof(
     the members' average's and each member's score at threshold 0.5 (None without a mask head)."""
     images, truth = tiles.arrays(val_idx)
     predictor = EnsemblePredictor(
-        [load_model(p) for p in members], device=eval_device(cfg), channels_last=cfg.train.channels_last
+        [load_model(p) for p in members],
+        device=eval_device(cfg),
+        channels_last=cfg.train.channels_last,
+        backend=cfg.train.predict_backend,
     )
     pred = predictor.predict_tiles(images, batch_size=cfg.train.batch_size * 2, with_members=len(members) > 1)
     save_probs(fold.oof_file, ids, pred.probs, pred.salt, truth)

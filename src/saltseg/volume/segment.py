@@ -18,8 +18,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from saltseg.backends import BackendName
 from saltseg.errors import DataError, SaltsegError
 from saltseg.inference.sliding import predict_large
+from saltseg.predictor import EnsemblePredictor
 from saltseg.utils.io import check_output_file
 from saltseg.volume.segy import amplitude_clip, create_like, open_segy, to_uint8
 
@@ -43,6 +45,7 @@ class VolumeReport:
     seconds: float
     note: str | None
     non_finite: int = 0  # NaN/Inf amplitudes replaced by zero (``nan_as="zero"``)
+    backend: str = "torch"  # the inference backend that ran the models
 
 
 def segment_segy(
@@ -67,6 +70,7 @@ def segment_segy(
     channels_last: bool = False,
     notify: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    backend: BackendName = "torch",
 ) -> VolumeReport:
     """Write the salt probability (or, with ``threshold``, the 0/1 mask) of every sample of ``src``.
 
@@ -94,6 +98,8 @@ def segment_segy(
         channels_last: Channels-last models and windows (see ``predict_large``).
         notify: Called with one-line notes (trace-mode fallback).
         progress: Called with ``(sections done, sections total)``.
+        backend: Inference backend (:mod:`saltseg.backends`; ``auto`` picks the fastest that passes its
+            accuracy check); the report names the one used.
     """
     if axis not in ("inline", "crossline", "traces"):
         raise SaltsegError(f"axis must be inline, crossline or traces, got {axis!r}")
@@ -110,6 +116,19 @@ def segment_segy(
     check_output_file(dst, inputs=[src])  # never the survey itself, never a folder
     start = time.perf_counter()
     non_finite = 0
+    predictors: list[EnsemblePredictor] = []  # built on the first section, used for all
+
+    def predictor() -> EnsemblePredictor:
+        if not predictors:
+            members = [models] if isinstance(models, torch.nn.Module) else list(models)
+            param = next(iter(members[0].parameters()), None) if members else None
+            device = param.device if param is not None else torch.device("cpu")
+            predictors.append(
+                EnsemblePredictor(
+                    members, weights, device=device, hflip=hflip, channels_last=channels_last, backend=backend
+                )
+            )
+        return predictors[0]
 
     def segment(section: np.ndarray, where: str) -> np.ndarray:
         """(traces, samples) amplitudes -> (traces, samples) float32 output."""
@@ -125,16 +144,7 @@ def segment_segy(
         image = to_uint8(
             np.nan_to_num(section, nan=0.0, posinf=0.0, neginf=0.0), amp_clip, reverse_polarity
         ).T
-        probs = predict_large(
-            models,
-            image,
-            tile=tile,
-            stride=stride,
-            batch_size=batch_size,
-            hflip=hflip,
-            weights=weights,
-            channels_last=channels_last,
-        ).T
+        probs = predict_large(predictor(), image, tile=tile, stride=stride, batch_size=batch_size).T
         return (probs > threshold).astype(np.float32) if threshold is not None else probs
 
     with open_segy(src, iline, xline, geometry=axis != "traces", endian=endian) as (f, note):
@@ -180,4 +190,5 @@ def segment_segy(
         seconds=time.perf_counter() - start,
         note=note,
         non_finite=non_finite,
+        backend=(predictors[0].backend if predictors else None) or "torch",
     )

@@ -1,0 +1,264 @@
+"""Inference backends: what runs one ensemble member's forward pass (with its flip TTA).
+
+- ``torch``: the model itself, bf16 autocast and channels-last (on CPU and CUDA), optionally compiled;
+- ``onnxruntime``: the member exported to an ONNX graph (sigmoid and flip TTA inside, the flipped copy
+  batched with the original), run by ONNX Runtime's CPU provider in fp32;
+- ``openvino``: the same graph compiled by OpenVINO for the CPU, which runs it in bf16 on CPUs with
+  AMX / AVX-512 bf16 (its default inference precision there) and in fp32 elsewhere.
+
+``auto`` picks the first of :data:`AUTO_ORDER` that is installed and whose output on the first tiles
+matches torch fp32 within :data:`TOLERANCE` (measured fastest first on the project's CPU: BENCHMARKS.md,
+"Inference backends"); on a CUDA device it is torch. Exported graphs are cached in :func:`cache_dir`
+under a hash of the member's weights, so a model is exported once per tile size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from saltseg.errors import SaltsegError
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["auto", "torch", "onnxruntime", "openvino"]
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+#: ``auto``'s order on a CPU, fastest first (BENCHMARKS.md, "Inference backends").
+AUTO_ORDER: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
+#: The most a backend's probabilities may differ from torch fp32 on the check tiles: the largest pixel
+#: difference, and the mean over pixels.
+TOLERANCE = {"max": 0.15, "mean": 0.005}
+CHECK_TILES = 8
+
+#: A member's forward pass: (B,1,H,W) float in [0, 1] on the predictor's device -> probabilities:
+#: ``mask`` (B,1,H,W) float32 (flip TTA applied) and/or ``salt`` (B,).
+MemberRunner = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU and on CUDA GPUs that support it (as in training), else fp16 on CUDA;
+    nothing elsewhere or when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def predict_batch(
+    model: torch.nn.Module, x: torch.Tensor, hflip: bool = True, channels_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """Sigmoid probabilities of one batch ``x`` (B,1,H,W in [0,1]), averaged with the mirrored image
+    (the mirrored copy goes through the model in the same call as the original).
+
+    Returns ``{"mask": (B,1,H,W) float32}`` and ``"salt": (B,)`` when the model has an image-level head.
+    """
+    n = x.shape[0]
+    v = torch.cat([x, torch.flip(x, dims=[-1])]) if hflip else x
+    if channels_last:
+        v = v.contiguous(memory_format=torch.channels_last)
+    out = model(v)
+    result: dict[str, torch.Tensor] = {}
+    if "mask" in out:
+        m = torch.sigmoid(out["mask"].float())
+        result["mask"] = ((m[:n] + torch.flip(m[n:], dims=[-1])) / 2 if hflip else m).contiguous()
+    if "salt" in out:
+        s = torch.sigmoid(out["salt"].float())
+        result["salt"] = (s[:n] + s[n:]) / 2 if hflip else s
+    return result
+
+
+def installed(backend: str) -> bool:
+    """Whether ``backend``'s package can be imported."""
+    return backend == "torch" or importlib.util.find_spec(backend) is not None
+
+
+def cache_dir() -> Path:
+    """Where exported graphs are kept: ``$SALTSEG_CACHE``, else ``~/.cache/saltseg``."""
+    root = os.environ.get("SALTSEG_CACHE") or Path.home() / ".cache" / "saltseg"
+    return Path(root) / "graphs"
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of ``model``'s configuration and every tensor of its state (names, shapes, bytes)."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "model_dump_json"):
+        h.update(config.model_dump_json().encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:20]
+
+
+def _outputs_of(model: torch.nn.Module, size: tuple[int, int]) -> list[str]:
+    with torch.no_grad():
+        out = model(torch.full((1, 1, *size), 0.5))
+    return [n for n in ("mask", "salt") if n in out]
+
+
+def member_graph(model: torch.nn.Module, size: tuple[int, int], hflip: bool) -> tuple[Path, list[str]]:
+    """The ONNX graph of one member for (H, W) tiles, from the cache or exported now; its outputs."""
+    from saltseg.inference.export import EnsembleProbabilities, export_module
+
+    model = model.eval()
+    outputs = _outputs_of(model, size)
+    key = f"{weights_digest(model)}-{size[0]}x{size[1]}-{'flip' if hflip else 'noflip'}"
+    path = cache_dir() / f"{key}.onnx"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            cached = json.loads(meta.read_text())["outputs"]
+            if cached == outputs:
+                return path, outputs
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the graph works in float32 on the CPU: export a CPU float copy, never the caller's model
+    module = EnsembleProbabilities([_cpu_float_copy(model)], hflip=hflip, outputs=outputs)
+    export_module(module, path, outputs, size=size, verify=False)
+    from saltseg.utils.io import atomic_write
+
+    with atomic_write(meta, "w") as f:
+        f.write(json.dumps({"outputs": outputs}))
+    return path, outputs
+
+
+def _cpu_float_copy(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+
+
+class GraphRunner:
+    """A member's exported graph run by ONNX Runtime or OpenVINO on the CPU."""
+
+    def __init__(self, backend: str, path: Path, outputs: list[str], precision: str = "auto") -> None:
+        self.backend, self.outputs = backend, outputs
+        if backend == "onnxruntime":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self._run = lambda x: self._session.run(outputs, {"image": x})
+        elif backend == "openvino":
+            import openvino as ov
+
+            config = {"PERFORMANCE_HINT": "LATENCY"}
+            if precision == "fp32":
+                config["INFERENCE_PRECISION_HINT"] = "f32"
+            compiled = ov.Core().compile_model(str(path), "CPU", config)
+            request = compiled.create_infer_request()
+
+            def run(x: np.ndarray) -> list[np.ndarray]:
+                result = request.infer({0: x})
+                return [np.asarray(result[compiled.output(i)]) for i in range(len(outputs))]
+
+            self._run = run
+        else:
+            raise SaltsegError(f"unknown graph backend {backend!r}")
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        arrays = self._run(np.ascontiguousarray(x.detach().float().cpu().numpy()))
+        out = {
+            name: torch.from_numpy(np.asarray(a, np.float32))
+            for name, a in zip(self.outputs, arrays, strict=True)
+        }
+        if "salt" in out:
+            out["salt"] = out["salt"].reshape(-1)
+        return out
+
+
+class TorchRunner:
+    """A member run by torch: bf16 autocast where supported, channels-last, optionally compiled."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        hflip: bool = True,
+        channels_last: bool = True,
+        autocast: bool = True,
+        compile: bool = False,
+    ) -> None:
+        model = model.to(device).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._forward = torch.compile(model) if compile else model
+        self.device, self.hflip, self.channels_last, self.autocast = device, hflip, channels_last, autocast
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with autocast_for(self.device, enabled=self.autocast):
+            return predict_batch(self._forward, x.to(self.device), self.hflip, self.channels_last)
+
+
+@dataclass
+class BackendCheck:
+    """How a backend's probabilities compared with torch fp32 on the first tiles it predicted."""
+
+    backend: str
+    max_diff: float
+    mean_diff: float
+    tiles: int
+
+    @property
+    def passed(self) -> bool:
+        """Within :data:`TOLERANCE`."""
+        return self.max_diff <= TOLERANCE["max"] and self.mean_diff <= TOLERANCE["mean"]
+
+    def describe(self) -> str:
+        """One line for the command's output."""
+        return (
+            f"{self.backend} (probabilities within {self.max_diff:.3f} of torch fp32 at most, "
+            f"{self.mean_diff:.4f} on average, on {self.tiles} tiles)"
+        )
+
+
+def compare_outputs(
+    backend: str, got: list[dict[str, torch.Tensor]], want: list[dict[str, torch.Tensor]]
+) -> BackendCheck:
+    """:class:`BackendCheck` of members' outputs ``got`` against the torch fp32 outputs ``want``."""
+    max_diff = mean_diff = 0.0
+    tiles = 0
+    for g, w in zip(got, want, strict=True):
+        for name in w:
+            d = (g[name].float().cpu() - w[name].float().cpu()).abs()
+            max_diff = max(max_diff, float(d.max()) if d.numel() else 0.0)
+            mean_diff = max(mean_diff, float(d.mean()) if d.numel() else 0.0)
+            tiles = max(tiles, int(w[name].shape[0]))
+    if not (np.isfinite(max_diff) and np.isfinite(mean_diff)):
+        max_diff = mean_diff = float("inf")
+    return BackendCheck(backend, max_diff, mean_diff, tiles)
+
+
+def candidates(requested: str, device: torch.device) -> list[str]:
+    """The backends to try, in order, for ``requested`` on ``device``.
+
+    Raises:
+        SaltsegError: For an unknown backend, one that is not installed, or a graph backend on a GPU.
+    """
+    if requested == "auto":
+        return ["torch"] if device.type != "cpu" else [b for b in AUTO_ORDER if installed(b)]
+    if requested not in BACKENDS:
+        raise SaltsegError(f"unknown backend {requested!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if not installed(requested):
+        raise SaltsegError(f"backend {requested} is not installed (pip install {requested})")
+    if requested != "torch" and device.type != "cpu":
+        raise SaltsegError(f"backend {requested} runs on the CPU here; use --device cpu or --backend torch")
+    return [requested]
