@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from saltseg.backends import installed
 from saltseg.checkpoints import load_model
+from saltseg.errors import SaltsegError
 from saltseg.models import create_model
 from saltseg.predictor import EnsemblePredictor
 from saltseg.training.config import load_config
@@ -70,9 +71,11 @@ def paths(models: list[torch.nn.Module]) -> dict[str, dict]:
     }
     if installed("onnxruntime"):
         out["onnxruntime fp32"] = {"backend": "onnxruntime"}
+        out["onnxruntime int8"] = {"backend": "onnxruntime", "precision": "int8"}
     if installed("openvino"):
         out["openvino fp32"] = {"backend": "openvino", "precision": "fp32"}
         out["openvino (its default precision)"] = {"backend": "openvino"}
+        out["openvino int8"] = {"backend": "openvino", "precision": "int8"}
     return out
 
 
@@ -83,9 +86,12 @@ def run_predict(cmd: list[str]) -> float:
 
 
 def submission(models: list[str], data: Path, backend: str, out: Path) -> dict:
-    """``saltseg predict MODELS --images DATA --csv`` on the 18000 test tiles; wall time and check."""
+    """``saltseg predict MODELS --images DATA --csv`` on the 18000 test tiles; wall time and check.
+    ``backend`` is ``BACKEND`` or ``BACKEND:PRECISION``."""
+    name, _, precision = backend.partition(":")
     cmd = [sys.executable, "-m", "saltseg.cli", "predict", *models, "--images", str(data), "--out", str(out)]
-    cmd += ["--batch-size", "128", "--csv", str(out / "submission.csv"), "--backend", backend]
+    cmd += ["--batch-size", "128", "--csv", str(out / "submission.csv"), "--backend", name]
+    cmd += ["--precision", precision] if precision else []
     wall = run_predict(cmd)
     check = subprocess.run(
         [sys.executable, "-m", "saltseg.cli", "submission", "check", str(out / "submission.csv"), str(data)],
@@ -117,8 +123,14 @@ def fold_scores(run: Path, data: Path) -> dict[str, float]:
     models = [load_model(m.path) for m in members]
     scores = {}
     for name, opts in paths(models).items():
-        pred = EnsemblePredictor(models, [m.weight for m in members], **opts).predict_tiles(images)
+        predictor = EnsemblePredictor(models, [m.weight for m in members], **opts)
+        try:
+            pred = predictor.predict_tiles(images)
+        except SaltsegError as exc:
+            print(name, exc.message, flush=True)
+            continue
         scores[name] = float(kaggle_scores(pred.probs > 0.5, truth).mean())
+        print(name, round(scores[name], 4), predictor.check.describe() if predictor.check else "", flush=True)
     return scores
 
 
@@ -129,9 +141,12 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=1024, help="random tiles per measurement")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--submission", nargs="*", help="MODEL(s) for the 18000-tile submission timing")
-    ap.add_argument("--submission-backends", nargs="*", default=["torch", "auto"])
+    ap.add_argument(
+        "--submission-backends", nargs="*", default=["torch", "auto"], help="BACKEND or BACKEND:PRECISION"
+    )
     ap.add_argument("--data", type=Path, default=Path("../shared/data/tgs-salt"))
     ap.add_argument("--score-run", type=Path, help="a run trained on fold 0: each backend's fold score")
+    ap.add_argument("--skip-rates", action="store_true", help="only the fold scores and submissions")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = load_config(args.config)
@@ -152,11 +167,16 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
     base = None
-    for name, opts in paths([model]).items():
+    for name, opts in [] if args.skip_rates else paths([model]).items():
         for n_models, tta in ((1, False), (1, True), (5, True)):
             members = [model] if n_models == 1 else five
             predictor = EnsemblePredictor(members, hflip=tta, **opts)
-            rate = passes_per_s(predictor, images, args.batch)
+            try:
+                rate = passes_per_s(predictor, images, args.batch)
+            except SaltsegError as exc:  # a backend that fails its accuracy check: a result too
+                res["rows"].append({"path": name, "models": n_models, "tta": tta, "error": exc.message})
+                print(json.dumps(res["rows"][-1]), flush=True)
+                continue
             if name == "torch fp32 eager" and n_models == 1 and not tta:
                 base = rate
             row = {
@@ -179,7 +199,7 @@ def main() -> None:
     if args.submission:
         res["submission"] = {}
         for backend in args.submission_backends:
-            out = Path(f"runs/bench_submission_{backend}")
+            out = Path(f"runs/bench_submission_{backend.replace(':', '_')}")
             res["submission"][backend] = submission(args.submission, args.data, backend, out)
             print(json.dumps(res["submission"][backend], indent=1), flush=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")

@@ -192,3 +192,36 @@ def test_volume_sections_on_a_graph_backend(backend: str) -> None:
     want = predict_large(EnsemblePredictor([model], backend="torch", autocast=False), section)
     assert got.shape == section.shape and ens.backend == backend
     np.testing.assert_allclose(got, want, atol=ATOL[backend])
+
+
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_int8_graph_calibrated_on_the_first_tiles(backend: str, _graph_cache: Path) -> None:
+    import onnx
+
+    model = salt_model()
+    images = tiles(24, seed=5)
+    ens = EnsemblePredictor([model], backend=backend, precision="int8")
+    got = ens.predict_array(images)[0]
+    want = fp32([model], images)[0]
+    assert ens.backend == backend and ens.check is not None and ens.check.precision == "int8"
+    assert "int8" in ens.check.describe()
+    tol = backends.INT8_TOLERANCE
+    assert np.abs(got - want).max() <= tol["max"] and np.abs(got - want).mean() <= tol["mean"]
+    quantised = [p for p in _graph_cache.glob("*-int8-*.onnx")]
+    assert len(quantised) == 1
+    ops = {node.op_type for node in onnx.load(str(quantised[0])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_int8_needs_a_graph_backend_and_known_precisions() -> None:
+    with pytest.raises(SaltsegError, match="int8 needs a graph backend"):
+        EnsemblePredictor([salt_model()], backend="torch", precision="int8")
+    with pytest.raises(SaltsegError, match="unknown precision 'fp8'"):
+        EnsemblePredictor([salt_model()], backend="auto", precision="fp8")
+
+
+def test_int8_never_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(backends.INT8_TOLERANCE, "max", -1.0)
+    ens = EnsemblePredictor([salt_model()], backend="auto", precision="int8")
+    with pytest.raises(SaltsegError, match="no graph backend could run the int8 model"):
+        ens.predict_array(tiles(4))

@@ -30,7 +30,7 @@ from saltseg.artifacts import load_probs
 from saltseg.cli import main
 from saltseg.data.synth import write_kaggle_layout
 from saltseg.data.tiles import load_masks, open_dataset, read_mask
-from saltseg.errors import ConfigError
+from saltseg.errors import ConfigError, DataError
 from saltseg.inference import predict as predict_mod
 from saltseg.inference.ensemble import ensemble_weights
 from saltseg.inference.postprocess import (
@@ -645,6 +645,26 @@ def test_ensemble_weights_on_constructed_oofs() -> None:
     assert w == pytest.approx([0.5, 0.5])
 
 
+def test_ensemble_with_the_users_weights(
+    tmp_path: Path, run_a: Path, run_b: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--weights 0.3,0.7``: the talk weighted its models by leaderboard score."""
+    ens = tmp_path / "ens_given"
+    code, _, _ = cli(["ensemble", run_a, run_b, "--out", ens, "--weights", "1,3"], capsys)
+    assert code == 0
+    info = json.loads((ens / "ensemble.json").read_text())
+    assert info["weighting"] == "given"
+    assert [m["weight"] for m in info["members"]] == pytest.approx([0.25, 0.75])
+    assert all(m["cv_score"] is not None for m in info["members"])
+    one_error(["ensemble", run_a, run_b, "--out", tmp_path / "e2", "--weights", "1"], capsys, "2 runs")
+    one_error(
+        ["ensemble", run_a, run_b, "--out", tmp_path / "e3", "--weights", "1,-2"], capsys, "non-negative"
+    )
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own usage error
+        cli(["ensemble", run_a, run_b, "--out", tmp_path / "e4", "--weights", "a,b"], capsys)
+    assert exit_info.value.code == 2 and "comma-separated numbers" in capsys.readouterr().err
+
+
 def test_ensemble_cli_predict_and_tune(
     tmp_path: Path, run_a: Path, run_b: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1013,3 +1033,40 @@ def test_predict_killed_at_a_random_point_then_rerun_gives_the_uninterrupted_res
     a, b = load_prediction_probs(out), load_prediction_probs(tmp_path / "straight")
     assert a["ids"].tolist() == b["ids"].tolist() and (a["probs"] == b["probs"]).all()
     assert straight.n_tiles == 30
+
+
+# ------------------------------------------------------------------------------------------- init_from
+
+
+def test_init_from_starts_every_fold_from_a_whole_model(
+    run_a: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train.init_from``: a run (same fold), a fold folder or a file; a different model is refused."""
+    from saltseg.artifacts import RunDir, init_checkpoint
+    from saltseg.checkpoints import load_model
+    from saltseg.training.data import LabelledTiles
+    from saltseg.training.fold import prepare_fold_split
+
+    cfg = parse_config(tiny_config(train={**tiny_config()["train"], "init_from": str(run_a)}))
+    tiles = LabelledTiles.load(data)
+    for fold in (0, 1):
+        model, _, _ = prepare_fold_split(cfg, tiles, fold)
+        source = load_model(RunDir(run_a).fold(fold).members(best_only=True)[0]).state_dict()
+        assert all(torch.equal(v, source[k]) for k, v in model.state_dict().items())
+    fold1 = RunDir(run_a).fold(1)
+    assert init_checkpoint(fold1.path, 0) == fold1.members(best_only=True)[0]  # a fold folder: its best
+    assert init_checkpoint(fold1.members()[0], 0) == fold1.members()[0]
+    # a run without that fold
+    three = tiny_config(data={"folds": 3}, train={**tiny_config()["train"], "init_from": str(run_a)})
+    bad = parse_config(three)
+    with pytest.raises(DataError, match="no trained fold 2"):
+        train_run(bad, data, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+    # another model config: one line listing what differs
+    wider = tiny_config(train={**tiny_config()["train"], "init_from": str(run_a)})
+    wider["model"]["base_channels"] = 8
+    cfg_path = tmp_path / "wider.yaml"
+    cfg_path.write_text(json.dumps(wider))
+    err = one_error(["train", cfg_path, "--data", data, "--out", tmp_path / "y", "--no-progress"], capsys)
+    assert "of another shape" in err and "train.init_from" in err
+    assert not (tmp_path / "y").exists()

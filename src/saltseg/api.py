@@ -82,11 +82,14 @@ class Segmenter:
         hflip: bool = True,
         device: str | None = None,
         backend: BackendName = "auto",
+        precision: str = "auto",
     ) -> Segmenter:
         """Load MODEL arguments as ``saltseg predict`` does (runs, folds, ensembles, ``.safetensors``);
-        ``backend`` as for ``saltseg predict --backend`` (:mod:`saltseg.backends`)."""
+        ``backend`` and ``precision`` as for ``saltseg predict`` (:mod:`saltseg.backends`)."""
         members = resolve_models(list(models), best_only)
-        predictor = EnsemblePredictor.load(members, hflip=hflip, device=device, backend=backend)
+        predictor = EnsemblePredictor.load(
+            members, hflip=hflip, device=device, backend=backend, precision=precision
+        )
         return cls(predictor, default_postprocess(list(models)))
 
     def probabilities(self, tiles: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:

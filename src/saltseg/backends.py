@@ -6,6 +6,11 @@
 - ``openvino``: the same graph compiled by OpenVINO for the CPU, which runs it in bf16 on CPUs with
   AMX / AVX-512 bf16 (its default inference precision there) and in fp32 elsewhere.
 
+``precision`` of the graph backends: ``auto`` (the backend's default), ``fp32``, or ``int8``: the graph
+quantised (ONNX QDQ: int8 weights per channel, uint8 activations) with ONNX Runtime's static quantiser,
+calibrated on the first tiles the predictor is given (at most :data:`CALIBRATION_TILES`), then run by
+either backend (OpenVINO and ONNX Runtime both execute QDQ graphs in int8, with AVX-512 VNNI / AMX).
+
 ``auto`` picks the first of :data:`AUTO_ORDER` that is installed and whose output on the first tiles
 matches torch fp32 within :data:`TOLERANCE` (measured fastest first on the project's CPU: BENCHMARKS.md,
 "Inference backends"); on a CUDA device it is torch. Exported graphs are cached in :func:`cache_dir`
@@ -37,9 +42,13 @@ BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 #: ``auto``'s order on a CPU, fastest first (BENCHMARKS.md, "Inference backends").
 AUTO_ORDER: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 #: The most a backend's probabilities may differ from torch fp32 on the check tiles: the largest pixel
-#: difference, and the mean over pixels.
+#: difference, and the mean over pixels (bf16 and fp32 paths).
 TOLERANCE = {"max": 0.15, "mean": 0.005}
+#: The same for an int8 graph (quantised activations move every pixel a little).
+INT8_TOLERANCE = {"max": 0.25, "mean": 0.02}
 CHECK_TILES = 8
+CALIBRATION_TILES = 256
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8")
 
 #: A member's forward pass: (B,1,H,W) float in [0, 1] on the predictor's device -> probabilities:
 #: ``mask`` (B,1,H,W) float32 (flip TTA applied) and/or ``salt`` (B,).
@@ -113,29 +122,69 @@ def _outputs_of(model: torch.nn.Module, size: tuple[int, int]) -> list[str]:
     return [n for n in ("mask", "salt") if n in out]
 
 
-def member_graph(model: torch.nn.Module, size: tuple[int, int], hflip: bool) -> tuple[Path, list[str]]:
-    """The ONNX graph of one member for (H, W) tiles, from the cache or exported now; its outputs."""
+def member_graph(
+    model: torch.nn.Module, size: tuple[int, int], hflip: bool, calibration: np.ndarray | None = None
+) -> tuple[Path, list[str]]:
+    """The ONNX graph of one member for (H, W) tiles, from the cache or exported now; its outputs.
+
+    With ``calibration`` ((N,1,H,W) float32 tiles), the int8 (QDQ) graph calibrated on them.
+    """
     from saltseg.inference.export import EnsembleProbabilities, export_module
+    from saltseg.utils.io import atomic_path, atomic_write
 
     model = model.eval()
     outputs = _outputs_of(model, size)
     key = f"{weights_digest(model)}-{size[0]}x{size[1]}-{'flip' if hflip else 'noflip'}"
+    if calibration is not None:
+        key += "-int8-" + hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:12]
     path = cache_dir() / f"{key}.onnx"
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            cached = json.loads(meta.read_text())["outputs"]
-            if cached == outputs:
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            if json.loads(meta.read_text())["outputs"] == outputs:
                 return path, outputs
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the graph works in float32 on the CPU: export a CPU float copy, never the caller's model
-    module = EnsembleProbabilities([_cpu_float_copy(model)], hflip=hflip, outputs=outputs)
-    export_module(module, path, outputs, size=size, verify=False)
-    from saltseg.utils.io import atomic_write
-
+    if calibration is None:
+        # the graph works in float32 on the CPU: export a CPU float copy, never the caller's model
+        module = EnsembleProbabilities([_cpu_float_copy(model)], hflip=hflip, outputs=outputs)
+        export_module(module, path, outputs, size=size, verify=False)
+    else:
+        fp32, _ = member_graph(model, size, hflip)
+        with atomic_path(path) as tmp:
+            quantize_graph(fp32, tmp, calibration)
     with atomic_write(meta, "w") as f:
         f.write(json.dumps({"outputs": outputs}))
     return path, outputs
+
+
+def quantize_graph(src: Path, dst: Path, calibration: np.ndarray, batch: int = 16) -> None:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, min-max ranges) of
+    the graph ``src`` into ``dst``, calibrated on ``calibration`` (N,1,H,W) float32 tiles."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Tiles(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(range(0, len(calibration), batch))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self._batches, None)
+            return None if start is None else {"image": calibration[start : start + batch]}
+
+    try:
+        quantize_static(
+            str(src),
+            str(dst),
+            Tiles(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    except Exception as exc:  # an operator the quantiser cannot handle, and the like
+        lines = str(exc).strip().splitlines()
+        raise SaltsegError(
+            f"int8 quantisation failed ({lines[0] if lines else type(exc).__name__})"
+        ) from None
 
 
 def _cpu_float_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -149,6 +198,8 @@ class GraphRunner:
 
     def __init__(self, backend: str, path: Path, outputs: list[str], precision: str = "auto") -> None:
         self.backend, self.outputs = backend, outputs
+        #: what the backend computes in (int8 graphs: int8 where quantised)
+        self.precision = "int8" if precision == "int8" else "fp32"
         if backend == "onnxruntime":
             import onnxruntime as ort
 
@@ -164,6 +215,10 @@ class GraphRunner:
                 config["INFERENCE_PRECISION_HINT"] = "f32"
             compiled = ov.Core().compile_model(str(path), "CPU", config)
             request = compiled.create_infer_request()
+            if precision != "int8":
+                hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # an openvino Type
+                name = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+                self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
 
             def run(x: np.ndarray) -> list[np.ndarray]:
                 result = request.infer({0: x})
@@ -216,17 +271,19 @@ class BackendCheck:
     max_diff: float
     mean_diff: float
     tiles: int
+    precision: str = "fp32"
 
     @property
     def passed(self) -> bool:
-        """Within :data:`TOLERANCE`."""
-        return self.max_diff <= TOLERANCE["max"] and self.mean_diff <= TOLERANCE["mean"]
+        """Within :data:`TOLERANCE` (:data:`INT8_TOLERANCE` for an int8 graph)."""
+        tol = INT8_TOLERANCE if self.precision == "int8" else TOLERANCE
+        return self.max_diff <= tol["max"] and self.mean_diff <= tol["mean"]
 
     def describe(self) -> str:
         """One line for the command's output."""
         return (
-            f"{self.backend} (probabilities within {self.max_diff:.3f} of torch fp32 at most, "
-            f"{self.mean_diff:.4f} on average, on {self.tiles} tiles)"
+            f"{self.backend} {self.precision} (probabilities within {self.max_diff:.3f} of torch fp32 at "
+            f"most, {self.mean_diff:.4f} on average, on {self.tiles} tiles)"
         )
 
 
@@ -245,6 +302,14 @@ def compare_outputs(
     if not (np.isfinite(max_diff) and np.isfinite(mean_diff)):
         max_diff = mean_diff = float("inf")
     return BackendCheck(backend, max_diff, mean_diff, tiles)
+
+
+def check_precision(precision: str, backends: list[str]) -> None:
+    """Refuse an unknown ``precision``, or int8 with torch alone."""
+    if precision not in PRECISIONS:
+        raise SaltsegError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and backends == ["torch"]:
+        raise SaltsegError("int8 needs a graph backend (onnxruntime or openvino), not torch")
 
 
 def candidates(requested: str, device: torch.device) -> list[str]:

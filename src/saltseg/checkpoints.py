@@ -138,3 +138,32 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
             elif v.is_floating_point():
                 total[k] += v.double()
     return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in total.items()}
+
+
+def init_from_checkpoint(model: torch.nn.Module, path: str | Path) -> int:
+    """Copy every tensor of the saltseg checkpoint ``path`` into ``model`` (fine-tuning a whole model);
+    returns the number of tensors. The two must match tensor for tensor: a missing, extra or differently
+    shaped tensor is one :class:`CheckpointError` listing the first ones."""
+    source = load_model(path).state_dict()
+    target = model.state_dict()
+    missing = [k for k in target if k not in source]
+    extra = [k for k in source if k not in target]
+    shapes = [
+        f"{k} {tuple(source[k].shape)} vs {tuple(v.shape)}"
+        for k, v in target.items()
+        if k in source and source[k].shape != v.shape
+    ]
+    if missing or extra or shapes:
+        parts = [
+            f"{len(missing)} tensor(s) missing (first: {', '.join(missing[:3])})" if missing else "",
+            f"{len(extra)} unknown (first: {', '.join(extra[:3])})" if extra else "",
+            f"{len(shapes)} of another shape (first: {'; '.join(shapes[:2])})" if shapes else "",
+        ]
+        raise CheckpointError(
+            "train.init_from: the checkpoint's model differs from this config's: "
+            + "; ".join(p for p in parts if p)
+            + " (start from a run of the same model config)",
+            path,
+        )
+    model.load_state_dict(source, strict=True)
+    return len(source)

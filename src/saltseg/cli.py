@@ -40,12 +40,19 @@ def command(name: str, help_text: str, example: str) -> Callable:
 
 
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
-    """``--backend`` of the commands that run models (checked by :func:`saltseg.backends.candidates`)."""
+    """``--backend`` and ``--precision`` of the commands that run models (checked by
+    :func:`saltseg.backends.candidates` and :func:`saltseg.backends.check_precision`)."""
     p.add_argument(
         "--backend",
         default="auto",
         help="inference backend: auto (the fastest installed one that passes its accuracy check on the "
         "first tiles; torch on a GPU), torch, onnxruntime or openvino",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="of the onnxruntime / openvino backends: auto (the backend's default: bf16 in OpenVINO where "
+        "the CPU has it), fp32, or int8 (the graph quantised, calibrated on the first tiles)",
     )
 
 

@@ -210,7 +210,7 @@ def run_pipeline(
                     pseudo_confidence,
                     exclude=data_dir,
                     temperature=temperature,
-                ),
+                ).model_dump(),
             }
             save()
         rk = result.setdefault(f"round{k}", {})
@@ -327,7 +327,7 @@ def _distill(
                 exclude=data_dir,
                 temperature=temperature,
                 soft=True,
-            ),
+            ).model_dump(),
         }
         save()
     student = result.setdefault("student", {})

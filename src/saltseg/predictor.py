@@ -19,6 +19,7 @@ import torch
 
 from saltseg.artifacts.folders import Member
 from saltseg.backends import (
+    CALIBRATION_TILES,
     CHECK_TILES,
     BackendCheck,
     BackendName,
@@ -27,6 +28,7 @@ from saltseg.backends import (
     TorchRunner,
     autocast_for,
     candidates,
+    check_precision,
     compare_outputs,
     member_graph,
     predict_batch,
@@ -105,7 +107,10 @@ class EnsemblePredictor:
             TorchRunner(m, self.device, hflip, channels_last, autocast, compile=compile) for m in models
         ]
         self.models = [r.model for r in self._torch]
+        if compile and backend == "auto":  # compiling is a torch path: asked for, it is the backend
+            backend = "torch"
         self._candidates = candidates(backend, self.device)
+        check_precision(precision, self._candidates)
         self._explicit = backend != "auto"
         self.backend: str | None = "torch" if self._candidates == ["torch"] else None
         self.check: BackendCheck | None = None
@@ -131,9 +136,15 @@ class EnsemblePredictor:
                 raise CheckpointError(one_line(exc.message), m.path) from None
         return cls(models, [m.weight for m in members], **kwargs)  # type: ignore[arg-type]
 
-    def _graph_runners(self, backend: str, size: tuple[int, int]) -> list[MemberRunner]:
+    def _graph_runners(self, backend: str, x: torch.Tensor) -> list[GraphRunner]:
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        calibration = (
+            np.ascontiguousarray(x[:CALIBRATION_TILES].float().cpu().numpy())
+            if self.precision == "int8"
+            else None
+        )
         return [
-            GraphRunner(backend, *member_graph(m, size, self.hflip), precision=self.precision)
+            GraphRunner(backend, *member_graph(m, size, self.hflip, calibration), precision=self.precision)
             for m in self.models
         ]
 
@@ -150,18 +161,24 @@ class EnsemblePredictor:
         if size in self._graphs:
             return self._graphs[size]
         tried = [self.backend] if self.backend else self._candidates
+        if self.precision == "int8":  # int8 is asked for: no silent fallback to torch
+            tried = [b for b in tried if b != "torch"]
         sample = x[:CHECK_TILES]
         for backend in tried:
             if backend == "torch":
                 self.backend = "torch"
                 return self._torch
             try:
-                runners = self._graph_runners(backend, size)
+                runners = self._graph_runners(backend, x)
                 check = compare_outputs(backend, [r(sample) for r in runners], self._reference(sample))
-            except SaltsegError as exc:
+                check.precision = runners[0].precision
+            except Exception as exc:  # the exporter's, the quantiser's or the runtime's own errors too
+                reason = (
+                    exc.message if isinstance(exc, SaltsegError) else one_line(f"{type(exc).__name__}: {exc}")
+                )
                 if self._explicit or self.backend:
-                    raise
-                log.warning("backend %s unusable (%s); trying the next one", backend, exc.message)
+                    raise SaltsegError(f"backend {backend} cannot run the model: {reason}") from None
+                log.warning("backend %s unusable (%s); trying the next one", backend, reason)
                 continue
             if not check.passed:
                 if self._explicit or self.backend:
@@ -171,6 +188,8 @@ class EnsemblePredictor:
             self.backend, self.check = backend, check
             self._graphs[size] = runners
             return runners
+        if self.precision == "int8":
+            raise SaltsegError("no graph backend could run the int8 model (see the warnings above)")
         self.backend = "torch"
         return self._torch
 

@@ -1,4 +1,4 @@
-"""Kaggle submissions: an atomic CSV writer and a checker."""
+"""Kaggle submissions: an atomic CSV writer, a checker and a blend of several submissions."""
 
 from __future__ import annotations
 
@@ -99,3 +99,47 @@ def check_submission(path: str | Path, data_dir: str | Path) -> list[str]:
     if bad:
         problems.append(f"{path}: invalid RLE: {len(bad)} ({'; '.join(bad[:3])})")
     return problems
+
+
+def blend_submissions(
+    paths: list[Path],
+    out: str | Path,
+    weights: list[float] | None = None,
+    shape: tuple[int, int] = (101, 101),
+) -> tuple[int, int]:
+    """Pixel-wise weighted vote of submission CSVs (the "rle blend" of the competition), written to
+    ``out`` atomically in the first file's row order: a pixel is salt where the weights of the files
+    that mark it add up to more than half of all the weights. Returns (tiles, empty tiles).
+
+    Every file must hold exactly the same ids, each once, with valid RLE (one :class:`DataError`
+    naming the file and the first problem otherwise); ``out`` may not be one of the inputs.
+    """
+    if len(paths) < 2:
+        raise DataError(f"blending needs at least two submissions, got {len(paths)}")
+    weights = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(paths):
+        raise DataError(f"{len(weights)} weights for {len(paths)} submissions")
+    if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise DataError(f"weights must be non-negative numbers with a positive sum, got {weights}")
+    from saltseg.utils.io import check_output_file
+
+    check_output_file(out, inputs=list(paths), may_replace=is_submission_csv)
+    if Path(out).is_file() and not is_submission_csv(Path(out)):
+        raise DataError("exists and is not a submission CSV; saltseg replaces only its own outputs", out)
+    first = [i for i, _ in read_csv_column_pairs(paths[0], "id", "rle_mask")]
+    votes: dict[str, np.ndarray] = {}
+    for path, weight in zip(paths, weights, strict=True):
+        masks = read_submission(path, shape)
+        if set(masks) != set(first):
+            missing = sorted(set(first) - set(masks))
+            extra = sorted(set(masks) - set(first))
+            what = f"lacks {len(missing)} id(s) of {paths[0]} (first: {missing[0]})" if missing else ""
+            what = what or f"has {len(extra)} id(s) {paths[0]} lacks (first: {extra[0]})"
+            raise DataError(what, path)
+        for tile_id, mask in masks.items():
+            v = mask.astype(np.float64) * weight
+            votes[tile_id] = v if tile_id not in votes else votes[tile_id] + v
+    half = sum(weights) / 2
+    blended = [votes[i] > half for i in first]
+    write_submission(out, first, blended)
+    return len(first), sum(1 for m in blended if not m.any())

@@ -368,6 +368,31 @@ def resolve_models(paths: list[str | Path], best_only: bool = False) -> list[Mem
     return [Member(m.path, m.weight / total) for m in members]
 
 
+def init_checkpoint(source: str | Path, fold: int) -> Path:
+    """The one checkpoint ``train.init_from: SOURCE`` starts fold ``fold`` from: a ``.safetensors`` file
+    itself; a fold folder's best member; a run folder's fold of the same index, or its only fold."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DataError("train.init_from: no such file or folder", path)
+    if RunDir.looks_like(path) and not FoldDir.looks_like(path):
+        folds = [f for f in RunDir(path).folds() if f.members()]
+        same = [f for f in folds if f.index == fold]
+        if not same and len(folds) != 1:
+            have = ", ".join(str(f.index) for f in folds) or "none"
+            raise DataError(
+                f"train.init_from: the run has no trained fold {fold} to start fold {fold} from "
+                f"(trained folds: {have}); give a fold folder or a .safetensors file",
+                path,
+            )
+        path = (same or folds)[0].path
+    members = FoldDir(path).members(best_only=True)
+    if not members:
+        raise DataError("train.init_from: the folder holds no trained model", path)
+    return members[0]
+
+
 def postprocess_folders(model: Path) -> list[Path]:
     """Folders whose ``postprocess.json`` applies to MODEL ``model``: the folder itself (or the file's)
     and its parents up to the run or ensemble folder it belongs to (nothing above that)."""

@@ -1,5 +1,6 @@
 """Typed records of what the stages hand each other through their folders (fold state and summaries,
-run and ensemble summaries, prediction metadata), each read and written in one place.
+run and ensemble summaries, prediction metadata, pseudo-label datasets), each read and written in one
+place.
 
 Records ignore keys they do not know (a newer saltseg may add some) and fill keys an older one did not
 write with their defaults; a file that is not such a record at all is one :class:`DataError` naming it.
@@ -141,3 +142,20 @@ class PredictionMeta(Record):
     tiles_per_second: float
     backend: str = "torch"  # the inference backend that ran the models (older folders: torch)
     backend_check: str | None = None  # how a graph backend compared with torch fp32 on the first tiles
+
+
+class PseudoSummary(Record):
+    """What a pseudo-label (or distillation target) dataset holds (``pseudo.json``): how many unlabelled
+    tiles passed the confidence rule, and how many were kept, per coverage class."""
+
+    source: str  # the prediction folder
+    candidates: int  # unlabelled tiles among the predictions
+    selected: int
+    min_confidence: float
+    balanced: bool
+    threshold: float
+    temperature: float = 1.0
+    soft: bool = False
+    passed: int = 0
+    passed_per_coverage_class: dict[str, int] = {}
+    per_coverage_class: dict[str, int] = {}

@@ -93,6 +93,33 @@ def _evaluate(p: argparse.ArgumentParser):
     return run
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
+@command(
+    "blend",
+    "Blend Kaggle submission CSVs: a pixel-wise weighted vote (the competition's RLE blend).",
+    "saltseg blend a.csv b.csv c.csv --weights 0.5,0.3,0.2 --out blend.csv",
+)
+def _blend(p: argparse.ArgumentParser):
+    p.add_argument("files", nargs="+", type=Path, metavar="SUB.csv", help="two or more submissions")
+    p.add_argument("--out", type=Path, required=True, help="the blended submission")
+    p.add_argument("--weights", type=_weights, help="one weight per file, comma-separated (default: equal)")
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.submission import blend_submissions
+
+        n, empty = blend_submissions(args.files, args.out, args.weights)
+        print(f"blended {len(args.files)} submissions: {n} tiles, {empty} empty masks -> {args.out}")
+        return 0
+
+    return run
+
+
 @command(
     "submission",
     "Check a Kaggle submission CSV.",

@@ -58,7 +58,9 @@ def _predict(p: argparse.ArgumentParser):
     p.add_argument("--postprocess", type=Path, help="post-processing JSON (default: the run's tuned one)")
     p.add_argument("--threshold", type=float, help="override the pixel threshold")
     p.add_argument("--no-probs", action="store_true", help="do not save probabilities")
-    p.add_argument("--compile", action="store_true", help="torch.compile the models (slow start, faster)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the models (slow start; the torch backend)"
+    )
     p.add_argument(
         "--best-member",
         action="store_true",
@@ -89,17 +91,31 @@ def _predict(p: argparse.ArgumentParser):
             best_only=args.best_member,
             device=resolve_device(args.device),
             backend=args.backend,
+            precision=args.precision,
         )
         print(
             f"predicted {meta.n_tiles} tiles with {len(meta.models)} model(s) on {meta.backend} "
             f"in {meta.seconds} s "
             f"({meta.tiles_per_second} tiles/s); {meta.n_empty} empty masks -> {args.out}"
         )
+        if meta.backend_check:
+            print(f"backend: {meta.backend_check}")
         if args.csv:
             print(f"submission: {args.csv}")
         return 0
 
     return run
+
+
+def _ensemble_weights(text: str) -> str | list[float]:
+    if text in ("equal", "cv", "optimize"):
+        return text
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"equal, cv, optimize or comma-separated numbers, got {text!r}"
+        ) from None
 
 
 @command(
@@ -135,7 +151,12 @@ def _tune(p: argparse.ArgumentParser):
 def _ensemble(p: argparse.ArgumentParser):
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--weights", choices=["equal", "cv", "optimize"], default="cv")
+    p.add_argument(
+        "--weights",
+        type=_ensemble_weights,
+        default="cv",
+        help="equal, cv (by out-of-fold score; the default), optimize, or one weight per run: 0.3,0.7",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.ensemble import build_ensemble
@@ -202,17 +223,12 @@ def _pseudo(p: argparse.ArgumentParser):
             exclude=args.exclude,
             temperature=temperature,
         )
-        print(
-            f"{info['passed']} of {info['candidates']} tiles pass the confidence rule; "
-            f"kept {info['selected']}"
-        )
+        print(f"{info.passed} of {info.candidates} tiles pass the confidence rule; kept {info.selected}")
         print(
             "passed per coverage class: "
-            + ", ".join(f"{k} {v}" for k, v in info["passed_per_coverage_class"].items())
+            + ", ".join(f"{k} {v}" for k, v in info.passed_per_coverage_class.items())
         )
-        print(
-            "kept per coverage class: " + ", ".join(f"{k} {v}" for k, v in info["per_coverage_class"].items())
-        )
+        print("kept per coverage class: " + ", ".join(f"{k} {v}" for k, v in info.per_coverage_class.items()))
         print(f"use it with: data.pseudo_labels={args.out}")
         return 0
 

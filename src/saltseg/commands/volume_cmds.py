@@ -96,6 +96,7 @@ def _volume(p: argparse.ArgumentParser):
             notify=lambda msg: print(f"warning: {args.segy}: {msg}", file=sys.stderr),
             progress=progress,
             backend=args.backend,
+            precision=args.precision,
         )
         what = "0/1 mask" if args.threshold is not None else "probabilities"
         sections = f"{report.sections} {report.axis}s" if report.mode == "3d" else "a 2-D section"

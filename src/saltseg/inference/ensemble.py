@@ -9,6 +9,7 @@ the settings tuned on the ensemble's OOF predictions are the ones prediction mee
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -110,25 +111,43 @@ def _weighted(arrays: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return np.tensordot(np.asarray(weights) / sum(weights), np.stack(arrays), axes=1).astype(np.float32)
 
 
-def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv") -> EnsembleSummary:
+def build_ensemble(
+    runs: list[str | Path], out: str | Path, how: Weighting | Sequence[float] = "cv"
+) -> EnsembleSummary:
     """Combine runs into ensemble folder ``out``: ``ensemble.json`` (members and weights), ``oof.npz``
     (weighted OOF probabilities, so that ``saltseg tune`` and ``saltseg report`` work on it) and
     ``summary.json``.
 
-    Segmentation runs are weighted by ``how``; classifier runs (no masks) share, equally, a weight
-    equal to the segmentation runs' total, and count only for the image-level salt probability.
+    Segmentation runs are weighted by ``how`` (``equal``, ``cv``, ``optimize``, or the user's own
+    weights, one per run, as the talk weighted by leaderboard scores); classifier runs (no masks) share a
+    weight equal to the segmentation runs' total (equally, or in proportion to their given weights), and
+    count only for the image-level salt probability.
     """
     runs_p = [Path(r) for r in runs]
     out = Path(out)
+    given = None if isinstance(how, str) else [float(w) for w in how]
+    if given is not None and (len(given) != len(runs_p) or any(not np.isfinite(w) or w < 0 for w in given)):
+        raise DataError(f"need one non-negative weight per run: {len(given)} weights for {len(runs_p)} runs")
     if RunDir.looks_like(out) or any(out.resolve() == r.resolve() for r in runs_p):
         raise DataError("the ensemble folder must not be a run folder; choose a new --out", out)
     oofs = _align([open_oof_source(r).load_oof() for r in runs_p], runs_p)
     seg = [k for k, o in enumerate(oofs) if o.probs is not None]
     if not seg:
         raise DataError("no run with a mask head: an ensemble needs at least one segmentation run", runs_p[0])
-    seg_w, cv = ensemble_weights([oofs[k] for k in seg], how)
-    n_cls = len(oofs) - len(seg)
-    weights = [1.0 / max(n_cls, 1)] * len(oofs)  # the classifiers' share; the segmentation runs' below
+    if given is not None:
+        seg_given = [given[k] for k in seg]
+        if sum(seg_given) <= 0:
+            raise DataError("the segmentation runs' weights add up to 0")
+        seg_w, cv = ensemble_weights([oofs[k] for k in seg], "equal")
+        seg_w = np.asarray(seg_given) / sum(seg_given)
+    else:
+        seg_w, cv = ensemble_weights([oofs[k] for k in seg], how)  # type: ignore[arg-type]
+    cls = [k for k in range(len(oofs)) if k not in seg]
+    cls_given = [given[k] for k in cls] if given is not None else [1.0] * len(cls)
+    cls_total = sum(cls_given) or 1.0
+    weights = [0.0] * len(oofs)  # the classifiers' share (their total 1); the segmentation runs' below
+    for k, g in zip(cls, cls_given, strict=True):
+        weights[k] = g / cls_total
     scores: list[float | None] = [None] * len(oofs)
     for k, w, c in zip(seg, seg_w, cv, strict=True):
         weights[k], scores[k] = float(w), c
@@ -142,7 +161,7 @@ def build_ensemble(runs: list[str | Path], out: str | Path, how: Weighting = "cv
     save_probs(folder.oof_file, oofs[0].ids, probs, salt, oofs[0].truth)
     total = sum(weights)
     summary = EnsembleSummary(
-        weighting=how,
+        weighting=how if isinstance(how, str) else "given",
         members=[
             EnsembleMember(
                 run=str(r.resolve()), weight=w / total, cv_score=c, has_mask=oofs[k].probs is not None

@@ -36,6 +36,7 @@ from saltseg.inference.postprocess import apply_postprocess
 from saltseg.predictor import EnsemblePredictor
 from saltseg.submission import is_submission_csv, open_submission
 from saltseg.utils.io import atomic_write, check_output_file, remove_stale_temporaries
+from saltseg.utils.threads import prefetch
 
 CHUNK = 2048
 
@@ -114,6 +115,7 @@ def predict_folder(
     best_only: bool = False,
     device: str | torch.device | None = None,
     backend: BackendName = "auto",
+    precision: str = "auto",
 ) -> PredictionMeta:
     """Predict every tile of ``images`` and write the prediction folder ``out``; returns its meta.
 
@@ -133,7 +135,9 @@ def predict_folder(
     members = resolve_models(models, best_only)
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)
-    predictor = EnsemblePredictor.load(members, hflip=hflip, compile=compile, device=device, backend=backend)
+    predictor = EnsemblePredictor.load(
+        members, hflip=hflip, compile=compile, device=device, backend=backend, precision=precision
+    )
     out.mkdir(parents=True, exist_ok=True)
     for target in (folder.masks_file, folder.meta_file, *([Path(csv_path)] if csv_path else [])):
         remove_stale_temporaries(target)  # left by a predict that was killed
@@ -158,7 +162,7 @@ def predict_folder(
 
     try:
         with open_submission(folder.masks_file) as add_rows:
-            for chunk, imgs in _batches(ids, paths, batch_size):
+            for chunk, imgs in prefetch(_batches(ids, paths, batch_size)):  # the next batch is read meanwhile
                 h, wd = imgs.shape[1:]
                 if max(h, wd) > predictor.tile_size:
                     raise DataError(

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from saltseg.artifacts import PredictionDir, names
+from saltseg.artifacts import PredictionDir, PseudoSummary, names
 from saltseg.data.tiles import open_dataset
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import apply_temperature
 from saltseg.metrics.kaggle import COVERAGE_BINS, coverage_class
-from saltseg.utils.io import write_json
 
 
 def confidence(probs: np.ndarray, low: float = 0.2, high: float = 0.8) -> np.ndarray:
@@ -83,7 +82,7 @@ def write_pseudo_dataset(
     exclude: str | Path | None = None,
     temperature: float = 1.0,
     soft: bool = False,
-) -> dict:
+) -> PseudoSummary:
     """Select confident tiles of prediction folder ``pred_dir`` and write them to ``out``.
 
     ``images`` is the dataset the predictions were made on (its images are copied); ``exclude`` is a
@@ -127,22 +126,20 @@ def write_pseudo_dataset(
         shutil.copyfile(src.image_path(tile_id), tmp / "images" / f"{tile_id}.png")
         target = np.round(calibrated[k] * 255) if soft else (probs[k] > threshold) * 255
         Image.fromarray(target.astype(np.uint8)).save(tmp / "masks" / f"{tile_id}.png")
-    info = {
-        "source": str(pred_dir),
-        "candidates": len(ids_all),
-        "selected": len(sel),
-        "min_confidence": min_confidence,
-        "balanced": balance,
-        "threshold": threshold,
-        "temperature": temperature,
-        "soft": soft,
-        "passed": len(passing),
-        "passed_per_coverage_class": {
-            n: int((passed == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)
-        },
-        "per_coverage_class": {n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)},
-    }
-    write_json(tmp / names.PSEUDO_FILE, info)
+    info = PseudoSummary(
+        source=str(pred_dir),
+        candidates=len(ids_all),
+        selected=len(sel),
+        min_confidence=min_confidence,
+        balanced=balance,
+        threshold=threshold,
+        temperature=temperature,
+        soft=soft,
+        passed=len(passing),
+        passed_per_coverage_class={n: int((passed == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)},
+        per_coverage_class={n: int((classes == c).sum()) for c, (n, _, _) in enumerate(COVERAGE_BINS)},
+    )
+    info.write(tmp / names.PSEUDO_FILE)
     if out.exists():
         out.rmdir()
     tmp.rename(out)

@@ -144,6 +144,10 @@ class TrainConfig(_Strict):
         channels_last: Channels-last memory format (faster convolutions on CPU and tensor cores).
         compile: torch.compile the model.
         val_tta: Validate with horizontal-flip TTA.
+        init_from: Start every fold from a whole saltseg model instead of random weights (the 1st place's
+            "pretrain once on pseudo-labels, then fine-tune every fold"): a ``.safetensors`` checkpoint,
+            a fold folder (its best member) or a run folder (the fold of the same index, or its only
+            fold). The model config must match it tensor for tensor.
         predict_backend: Inference backend of the out-of-fold predictions after each fold
             (:mod:`saltseg.backends`): ``torch`` (the default: no export per fold), ``auto``,
             ``onnxruntime`` or ``openvino``.
@@ -165,6 +169,7 @@ class TrainConfig(_Strict):
     compile: bool = False
     val_tta: bool = True
     predict_backend: Literal["auto", "torch", "onnxruntime", "openvino"] = "torch"
+    init_from: str | None = None
     early_stopping: int | None = Field(None, ge=1)
     stall_epochs: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)

@@ -16,8 +16,9 @@ from saltseg.artifacts import (
     FoldDir,
     FoldState,
     FoldSummary,
+    init_checkpoint,
 )
-from saltseg.checkpoints import load_model, save_weights
+from saltseg.checkpoints import init_from_checkpoint, load_model, save_weights
 from saltseg.data.folds import make_folds
 from saltseg.errors import SaltsegError
 from saltseg.models import create_model
@@ -75,6 +76,8 @@ def prepare_fold_split(
         mean, std = tiles.pixel_stats(train_idx)
         model_cfg = model_cfg.model_copy(update={"mean": mean, "std": std})
     model = create_model(model_cfg)
+    if cfg.train.init_from:
+        init_from_checkpoint(model, init_checkpoint(cfg.train.init_from, fold))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, train_idx, val_idx

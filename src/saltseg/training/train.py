@@ -17,11 +17,14 @@ import lightning as L
 from saltseg.artifacts import (
     RunDir,
     RunSummary,
+    init_checkpoint,
     read_data_dir,
 )
+from saltseg.checkpoints import init_from_checkpoint
 from saltseg.data.folds import load_folds, save_folds
 from saltseg.errors import SaltsegError
 from saltseg.metrics.kaggle import kaggle_scores
+from saltseg.models import create_model
 from saltseg.training.config import ExperimentConfig, dump_config
 from saltseg.training.data import LabelledTiles, TileDataset
 from saltseg.training.fold import (
@@ -132,6 +135,8 @@ def train_run(
     for k in todo:  # before anything is written: a corrected rerun must not find a half-made run
         if not 0 <= k < cfg.data.folds:
             raise SaltsegError(f"fold {k} does not exist (folds are 0..{cfg.data.folds - 1})")
+        if cfg.train.init_from:  # the starting model of every fold exists and matches the config
+            init_from_checkpoint(create_model(cfg.model), init_checkpoint(cfg.train.init_from, k))
     tiles, folds = prepare_run(cfg, data_dir, out, resume, tiles)
     for k in todo:
         try:

@@ -71,6 +71,7 @@ def segment_segy(
     notify: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     backend: BackendName = "torch",
+    precision: str = "auto",
 ) -> VolumeReport:
     """Write the salt probability (or, with ``threshold``, the 0/1 mask) of every sample of ``src``.
 
@@ -100,6 +101,7 @@ def segment_segy(
         progress: Called with ``(sections done, sections total)``.
         backend: Inference backend (:mod:`saltseg.backends`; ``auto`` picks the fastest that passes its
             accuracy check); the report names the one used.
+        precision: Of a graph backend: ``auto``, ``fp32`` or ``int8`` (calibrated on the first windows).
     """
     if axis not in ("inline", "crossline", "traces"):
         raise SaltsegError(f"axis must be inline, crossline or traces, got {axis!r}")
@@ -125,7 +127,13 @@ def segment_segy(
             device = param.device if param is not None else torch.device("cpu")
             predictors.append(
                 EnsemblePredictor(
-                    members, weights, device=device, hflip=hflip, channels_last=channels_last, backend=backend
+                    members,
+                    weights,
+                    device=device,
+                    hflip=hflip,
+                    channels_last=channels_last,
+                    backend=backend,
+                    precision=precision,
                 )
             )
         return predictors[0]
