@@ -55,15 +55,18 @@ def fp32(models: list[torch.nn.Module], images: np.ndarray) -> tuple[np.ndarray,
     return EnsemblePredictor(models, backend="torch", autocast=False).predict_array(images)
 
 
-def test_flip_batched_with_the_original_equals_two_calls() -> None:
+def test_flip_tta_in_one_call_or_two_gives_the_same_answer() -> None:
     model = salt_model()
     x = torch.rand(3, 1, 101, 101)
     with torch.no_grad():
         a, b = model(x), model(torch.flip(x, dims=[-1]))
     want = (torch.sigmoid(a["mask"]) + torch.flip(torch.sigmoid(b["mask"]), dims=[-1])) / 2
-    got = predict_batch(model, x)
-    torch.testing.assert_close(got["mask"], want, atol=1e-5, rtol=0)
-    torch.testing.assert_close(got["salt"], (torch.sigmoid(a["salt"]) + torch.sigmoid(b["salt"])) / 2)
+    for batched in (False, True):
+        got = predict_batch(model, x, batch_views=batched)
+        torch.testing.assert_close(got["mask"], want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got["salt"], (torch.sigmoid(a["salt"]) + torch.sigmoid(b["salt"])) / 2)
+    plain = predict_batch(model, x, hflip=False)
+    torch.testing.assert_close(plain["mask"], torch.sigmoid(a["mask"]), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("backend", GRAPH_BACKENDS)
@@ -225,3 +228,17 @@ def test_int8_never_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None
     ens = EnsemblePredictor([salt_model()], backend="auto", precision="int8")
     with pytest.raises(SaltsegError, match="no graph backend could run the int8 model"):
         ens.predict_array(tiles(4))
+
+
+def test_predict_calibrates_int8_on_more_than_one_batch(tmp_path: Path, monkeypatch) -> None:
+    """``predict --precision int8 --batch-size 4``: the graph is calibrated on up to 256 tiles."""
+    data = write_kaggle_layout(tmp_path / "data", n_train=4, n_test=10, seed=1)
+    ckpt = save_weights(salt_model(), tmp_path / "m.safetensors")
+    seen: list[int] = []
+    real = backends.quantize_graph
+    monkeypatch.setattr(backends, "quantize_graph", lambda s, d, c: seen.append(len(c)) or real(s, d, c))
+    argv = ["predict", str(ckpt), "--images", str(data), "--out", str(tmp_path / "p"), "--batch-size", "4"]
+    assert main([*argv, "--backend", GRAPH_BACKENDS[0], "--precision", "int8"]) == 0
+    assert seen == [10]  # every test tile, not the first batch of 4
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert meta["backend"] == GRAPH_BACKENDS[0] and "int8" in meta["backend_check"]

@@ -70,25 +70,39 @@ def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.Abstr
 
 @torch.no_grad()
 def predict_batch(
-    model: torch.nn.Module, x: torch.Tensor, hflip: bool = True, channels_last: bool = False
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    hflip: bool = True,
+    channels_last: bool = False,
+    batch_views: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Sigmoid probabilities of one batch ``x`` (B,1,H,W in [0,1]), averaged with the mirrored image
-    (the mirrored copy goes through the model in the same call as the original).
+    """Sigmoid probabilities of one batch ``x`` (B,1,H,W in [0,1]), averaged with the mirrored image.
+
+    ``batch_views`` sends the mirrored copy through the model in the same call as the original (one
+    batch of 2B): what the exported graphs do (ONNX Runtime gains, OpenVINO is level); torch's own CPU
+    path is faster with two calls of B (BENCHMARKS.md, "Inference backends").
 
     Returns ``{"mask": (B,1,H,W) float32}`` and ``"salt": (B,)`` when the model has an image-level head.
     """
     n = x.shape[0]
-    v = torch.cat([x, torch.flip(x, dims=[-1])]) if hflip else x
-    if channels_last:
-        v = v.contiguous(memory_format=torch.channels_last)
-    out = model(v)
+    views = [torch.cat([x, torch.flip(x, dims=[-1])])] if hflip and batch_views else [x]
+    if hflip and not batch_views:
+        views.append(torch.flip(x, dims=[-1]))
+    outs = []
+    for v in views:
+        if channels_last:
+            v = v.contiguous(memory_format=torch.channels_last)
+        outs.append(model(v))
     result: dict[str, torch.Tensor] = {}
-    if "mask" in out:
-        m = torch.sigmoid(out["mask"].float())
-        result["mask"] = ((m[:n] + torch.flip(m[n:], dims=[-1])) / 2 if hflip else m).contiguous()
-    if "salt" in out:
-        s = torch.sigmoid(out["salt"].float())
-        result["salt"] = (s[:n] + s[n:]) / 2 if hflip else s
+    for name in ("mask", "salt"):
+        if name not in outs[0]:
+            continue
+        p = torch.cat([torch.sigmoid(o[name].float()) for o in outs])
+        if not hflip:
+            result[name] = p.contiguous()
+            continue
+        mirrored = torch.flip(p[n:], dims=[-1]) if name == "mask" else p[n:]
+        result[name] = ((p[:n] + mirrored) / 2).contiguous()
     return result
 
 
@@ -170,6 +184,7 @@ def quantize_graph(src: Path, dst: Path, calibration: np.ndarray, batch: int = 1
             start = next(self._batches, None)
             return None if start is None else {"image": calibration[start : start + batch]}
 
+    logging.disable(logging.WARNING)  # its advice to pre-process the graph, on the root logger
     try:
         quantize_static(
             str(src),
@@ -185,6 +200,8 @@ def quantize_graph(src: Path, dst: Path, calibration: np.ndarray, batch: int = 1
         raise SaltsegError(
             f"int8 quantisation failed ({lines[0] if lines else type(exc).__name__})"
         ) from None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _cpu_float_copy(model: torch.nn.Module) -> torch.nn.Module:

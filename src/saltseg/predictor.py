@@ -193,6 +193,14 @@ class EnsemblePredictor:
         self.backend = "torch"
         return self._torch
 
+    def prepare(self, images: np.ndarray) -> None:
+        """Choose the backend (and calibrate an int8 graph) on uint8 tiles (N,H,W) before predicting
+        them batch by batch: int8 is calibrated on up to :data:`CALIBRATION_TILES` of these, not on the
+        first batch only."""
+        self._runners(
+            torch.from_numpy(np.ascontiguousarray(images[:CALIBRATION_TILES])).float().div_(255)[:, None]
+        )
+
     @torch.no_grad()
     def predict_unit(
         self, x: torch.Tensor, with_members: bool = False

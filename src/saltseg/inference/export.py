@@ -72,7 +72,7 @@ class EnsembleProbabilities(nn.Module):
         sums: dict[str, torch.Tensor] = {}
         totals: dict[str, float] = {}
         for member, weight in zip(self.members, self.weights, strict=True):
-            out = predict_batch(member, x, hflip=self.hflip)
+            out = predict_batch(member, x, hflip=self.hflip, batch_views=True)
             for name in self.outputs:
                 if name in out:
                     sums[name] = out[name] * weight if name not in sums else sums[name] + out[name] * weight

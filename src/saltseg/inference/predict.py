@@ -29,7 +29,7 @@ from saltseg.artifacts import (
     resolve_models,
 )
 from saltseg.artifacts import probs as prob_store
-from saltseg.backends import BackendName
+from saltseg.backends import CALIBRATION_TILES, BackendName
 from saltseg.data.tiles import open_dataset, read_csv_column_pairs, read_image
 from saltseg.errors import DataError, SaltsegError
 from saltseg.inference.postprocess import apply_postprocess
@@ -160,6 +160,10 @@ def predict_folder(
         n_chunks += 1
         buf_ids.clear(), buf_probs.clear(), buf_salt.clear()
 
+    if precision == "int8":  # calibrate on more tiles than one batch holds
+        first = next(_batches(ids, paths, min(len(ids), CALIBRATION_TILES)))[1]
+        if max(first.shape[1:]) <= predictor.tile_size:
+            predictor.prepare(first)
     try:
         with open_submission(folder.masks_file) as add_rows:
             for chunk, imgs in prefetch(_batches(ids, paths, batch_size)):  # the next batch is read meanwhile
