@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -79,10 +78,15 @@ def paths(models: list[torch.nn.Module]) -> dict[str, dict]:
     return out
 
 
-def run_predict(cmd: list[str]) -> float:
+def run_predict(cmd: list[str]) -> tuple[float, int | None]:
+    """Run ``cmd``; its wall seconds and peak resident memory in MB (from ``/usr/bin/time`` where it
+    exists: ``getrusage(RUSAGE_CHILDREN)`` would count this process's own memory, copied at the fork)."""
+    timer = ["/usr/bin/time", "-f", "peak_kb=%M"] if Path("/usr/bin/time").exists() else []
     t0 = time.time()
-    subprocess.run(cmd, check=True, capture_output=True)
-    return time.time() - t0
+    done = subprocess.run([*timer, *cmd], check=True, capture_output=True, text=True)
+    wall = time.time() - t0
+    peaks = [line for line in done.stderr.splitlines() if line.startswith("peak_kb=")]
+    return wall, round(int(peaks[-1].split("=")[1]) / 1024) if peaks else None
 
 
 def submission(models: list[str], data: Path, backend: str, out: Path) -> dict:
@@ -92,7 +96,7 @@ def submission(models: list[str], data: Path, backend: str, out: Path) -> dict:
     cmd = [sys.executable, "-m", "saltseg.cli", "predict", *models, "--images", str(data), "--out", str(out)]
     cmd += ["--batch-size", "128", "--csv", str(out / "submission.csv"), "--backend", name]
     cmd += ["--precision", precision] if precision else []
-    wall = run_predict(cmd)
+    wall, peak_mb = run_predict(cmd)
     check = subprocess.run(
         [sys.executable, "-m", "saltseg.cli", "submission", "check", str(out / "submission.csv"), str(data)],
         capture_output=True,
@@ -104,7 +108,7 @@ def submission(models: list[str], data: Path, backend: str, out: Path) -> dict:
         "wall_s": round(wall, 1),
         "backend": meta.get("backend"),
         "backend_check": meta.get("backend_check"),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        "peak_rss_mb": peak_mb,
         "submission_check": (check.stdout or check.stderr).strip().splitlines()[-1],
     }
 
