@@ -39,6 +39,11 @@ def command(name: str, help_text: str, example: str) -> Callable:
     return deco
 
 
+def comma_floats(text: str) -> list[float]:
+    """``"0.3,0.7"`` -> ``[0.3, 0.7]`` (``ValueError`` for anything else): the CLI's weight lists."""
+    return [float(w) for w in text.split(",")]
+
+
 def add_backend_argument(p: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--precision`` of the commands that run models (checked by
     :func:`saltseg.backends.candidates` and :func:`saltseg.backends.check_precision`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saltseg.cli import command
+from saltseg.cli import comma_floats, command
 
 
 @command("data", "Check a dataset or make its K-fold split.", "saltseg data check ../shared/data/tgs-salt")
@@ -95,7 +95,7 @@ def _evaluate(p: argparse.ArgumentParser):
 
 def _weights(text: str) -> list[float]:
     try:
-        return [float(w) for w in text.split(",")]
+        return comma_floats(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
 

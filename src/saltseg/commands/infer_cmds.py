@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from saltseg.artifacts import names
-from saltseg.cli import add_backend_argument, command
+from saltseg.cli import add_backend_argument, comma_floats, command
 from saltseg.errors import SaltsegError
 
 
@@ -111,7 +111,7 @@ def _ensemble_weights(text: str) -> str | list[float]:
     if text in ("equal", "cv", "optimize"):
         return text
     try:
-        return [float(w) for w in text.split(",")]
+        return comma_floats(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"equal, cv, optimize or comma-separated numbers, got {text!r}"

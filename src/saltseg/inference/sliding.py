@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ import torch
 from saltseg.errors import CheckpointError, DataError
 from saltseg.predictor import EnsemblePredictor
 
-__all__ = ["blend_window", "load_ensemble", "predict_large", "window_starts"]
+__all__ = ["blend_window", "ensemble_of", "load_ensemble", "predict_large", "window_starts"]
 
 
 # --------------------------------------------------------------------------- model arguments
@@ -114,6 +115,23 @@ def _batches(starts_y: list[int], starts_x: list[int], size: int) -> Iterator[li
         yield batch
 
 
+def ensemble_of(
+    models: torch.nn.Module | Sequence[torch.nn.Module],
+    weights: Sequence[float] | None = None,
+    **options: Any,
+) -> EnsemblePredictor:
+    """An :class:`EnsemblePredictor` of loaded ``models`` on the device their weights are on
+    (``options``: hflip, channels_last, autocast, backend, precision)."""
+    members = [models] if isinstance(models, torch.nn.Module) else list(models)
+    if not members:
+        raise ValueError("an ensemble needs at least one model")
+    if weights is not None and len(weights) != len(members):
+        raise ValueError(f"{len(weights)} weights for {len(members)} models")
+    param = next(iter(members[0].parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return EnsemblePredictor(members, weights, device=device, **options)
+
+
 @torch.inference_mode()
 def predict_large(
     models: torch.nn.Module | Sequence[torch.nn.Module] | EnsemblePredictor,
@@ -154,23 +172,11 @@ def predict_large(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if isinstance(models, EnsemblePredictor):
-        predictor = models
-    else:
-        members = [models] if isinstance(models, torch.nn.Module) else list(models)
-        if not members:
-            raise ValueError("predict_large needs at least one model")
-        if weights is not None and len(weights) != len(members):
-            raise ValueError(f"{len(weights)} weights for {len(members)} models")
-        param = next(iter(members[0].parameters()), None)
-        predictor = EnsemblePredictor(
-            members,
-            weights,
-            device=param.device if param is not None else torch.device("cpu"),
-            hflip=hflip,
-            channels_last=channels_last,
-            autocast=autocast,
-        )
+    predictor = (
+        models
+        if isinstance(models, EnsemblePredictor)
+        else ensemble_of(models, weights, hflip=hflip, channels_last=channels_last, autocast=autocast)
+    )
 
     unit = _as_unit(image)
     height, width = unit.shape

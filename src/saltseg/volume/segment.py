@@ -20,7 +20,7 @@ import torch
 
 from saltseg.backends import BackendName
 from saltseg.errors import DataError, SaltsegError
-from saltseg.inference.sliding import predict_large
+from saltseg.inference.sliding import ensemble_of, predict_large
 from saltseg.predictor import EnsemblePredictor
 from saltseg.utils.io import check_output_file
 from saltseg.volume.segy import amplitude_clip, create_like, open_segy, to_uint8
@@ -122,20 +122,13 @@ def segment_segy(
 
     def predictor() -> EnsemblePredictor:
         if not predictors:
-            members = [models] if isinstance(models, torch.nn.Module) else list(models)
-            param = next(iter(members[0].parameters()), None) if members else None
-            device = param.device if param is not None else torch.device("cpu")
-            predictors.append(
-                EnsemblePredictor(
-                    members,
-                    weights,
-                    device=device,
-                    hflip=hflip,
-                    channels_last=channels_last,
-                    backend=backend,
-                    precision=precision,
-                )
-            )
+            options = {
+                "hflip": hflip,
+                "channels_last": channels_last,
+                "backend": backend,
+                "precision": precision,
+            }
+            predictors.append(ensemble_of(models, weights, **options))
         return predictors[0]
 
     def segment(section: np.ndarray, where: str) -> np.ndarray:
