@@ -219,3 +219,27 @@ def test_pipeline_distills_the_fold_ensemble_into_one_student(
     assert [f["fold"] for f in student["folds"]] == [0] and student["n_oof"] == 20
     assert load_config(out / "student" / "config.yaml").data.pseudo_labels == str(out / "distill_targets")
     assert student["student_fold0_oof_thr05"] == student["folds"][0]["oof_score"]
+
+
+def test_rounds_with_more_tiles_keep_the_planned_training_steps(pipe_data: tuple[Path, Path]) -> None:
+    """A pseudo round or a student trains on more tiles: fewer epochs of it fill the same minutes."""
+    from saltseg.pipeline import scaled_to_more_tiles
+
+    _, cfg_path = pipe_data
+    cfg = load_config(cfg_path, ["stages.0.epochs=40", "stages.1.epochs=20", "train.max_minutes=10"])
+    pseudo = scaled_to_more_tiles(cfg, 2560, 7680)  # 4x the tiles per epoch
+    assert [s.epochs for s in pseudo.stages] == [10, 5] and pseudo.train.max_minutes == 10
+    student = scaled_to_more_tiles(cfg, 2560, 7680, folds=5)  # one student in the time of five folds
+    assert [s.epochs for s in student.stages] == [50, 25] and student.train.max_minutes == 50
+    pretrain = load_config(cfg_path, ["stages.0.epochs=40", "stages.1.epochs=20", "data.pseudo_mode=pretrain"])
+    assert [s.epochs for s in scaled_to_more_tiles(pretrain, 2560, 7680).stages] == [10, 20]
+    assert [s.epochs for s in cfg.stages] == [40, 20]  # the input config is untouched
+
+
+def test_test_prediction_is_timed_on_the_backend_predict_uses(pipe_data: tuple[Path, Path]) -> None:
+    from saltseg.pipeline import measure_predict_seconds
+    from saltseg.training.data import LabelledTiles
+
+    data, cfg_path = pipe_data
+    seconds = measure_predict_seconds(load_config(cfg_path), LabelledTiles.load(data), batch=8)
+    assert 0 < seconds < 10

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from saltseg.artifacts import PredictionDir, RunDir, names
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import fit_run_temperature
@@ -52,8 +54,9 @@ def _fit_budget(
     n_val = n // cfg.data.folds
     measured = measure_epoch_seconds(cfg, tiles, n - n_val, n_val)
     members = cfg.data.folds * (1 if test_members == "best" else _members_per_fold(cfg))
-    # flip TTA doubles the passes; reading tiles, post-processing and RLE add about 15%
-    predict_min = rounds * n_test * members * 2 * measured.infer_s_per_tile * 1.15 / 60
+    predict_s = measure_predict_seconds(cfg, tiles) if n_test else 0.0
+    # reading tiles, post-processing and RLE add about 15%
+    predict_min = rounds * n_test * members * predict_s * 1.15 / 60
     per_fold = (minutes - predict_min - rounds * RESERVE_FIXED) / (rounds * cfg.data.folds) - RESERVE_PER_FOLD
     if per_fold < 0.5:
         raise DataError(
@@ -65,9 +68,40 @@ def _fit_budget(
     return fitted, {
         "minutes": minutes,
         "test_prediction_minutes_estimate": round(predict_min, 2),
+        "test_prediction_s_per_tile_and_model": round(predict_s, 6),
         "per_fold_minutes": round(per_fold, 2),
         **fit.as_dict(),
     }
+
+
+def measure_predict_seconds(cfg: ExperimentConfig, tiles: LabelledTiles, batch: int = 128) -> float:
+    """Seconds per tile and model of the test prediction (flip TTA) on the backend ``saltseg predict``
+    chooses (``auto``: a graph backend where one passes its check), timed on one batch after a first."""
+    from saltseg.models import create_model
+    from saltseg.predictor import EnsemblePredictor
+
+    images, _ = tiles.arrays(np.arange(min(batch, len(tiles.ids))))
+    predictor = EnsemblePredictor([create_model(cfg.model).eval()], backend="auto")
+    predictor(images)  # exports, checks and warms the backend
+    t0 = time.perf_counter()
+    predictor(images)
+    return (time.perf_counter() - t0) / len(images)
+
+
+def scaled_to_more_tiles(cfg: ExperimentConfig, n_train: int, n_extra: int, folds: int = 1) -> ExperimentConfig:
+    """A copy of ``cfg`` whose stages that see ``n_extra`` more tiles (pseudo-labels or soft targets)
+    keep the training steps of ``folds`` folds of ``n_train`` tiles: their epochs shrink as the
+    training set grows, so that a round fits the time its budget planned."""
+    out = cfg.model_copy(deep=True)
+    scale = folds * n_train / (n_train + n_extra)
+    seeing = len(out.stages) if out.data.pseudo_mode == "mix" else out.data.pretrain_stages
+    for stage in out.stages[:seeing]:
+        stage.epochs = max(1, round(stage.epochs * scale))
+    for stage in out.stages[seeing:]:
+        stage.epochs = max(1, round(stage.epochs * folds))
+    if out.train.max_minutes is not None:
+        out.train.max_minutes = out.train.max_minutes * folds
+    return out
 
 
 def _load_tiles(cfg: ExperimentConfig, data_dir: Path) -> LabelledTiles:
@@ -216,8 +250,11 @@ def run_pipeline(
         rk = result.setdefault(f"round{k}", {})
         if "oof_score_tuned" not in rk:
             cfg_k = cfg.model_copy(deep=True)
-            if result[f"pseudo{k - 1}"]["selected"]:
+            n_pseudo = int(result[f"pseudo{k - 1}"]["selected"])
+            if n_pseudo:
                 cfg_k.data.pseudo_labels = str(pseudo_dir)
+                n_oof = int(result["round1"]["n_oof"])
+                cfg_k = scaled_to_more_tiles(cfg_k, n_oof - n_oof // cfg.data.folds, n_pseudo)
             _round(cfg_k, data_dir, out / f"round{k}", resume, progress, rk, tiles())
             save()
         if rk["oof_score_tuned"] >= result[f"round{best}"]["oof_score_tuned"]:
@@ -335,15 +372,10 @@ def _distill(
         return
     cfg_s = cfg.model_copy(deep=True)
     cfg_s.data.pseudo_labels, cfg_s.data.pseudo_mode = str(targets), "mix"
-    # one student in the time of a round: its epochs shrink as its training set grows
-    n_val = result["round1"]["n_oof"] // cfg.data.folds
-    n_train = result["round1"]["n_oof"] - n_val
+    # one student in the time of a round (all its folds): its epochs shrink as its training set grows
+    n_oof = int(result["round1"]["n_oof"])
     n_soft = int(result["distill_targets"]["selected"])
-    scale = cfg.data.folds * n_train / (n_train + n_soft)
-    for stage in cfg_s.stages:
-        stage.epochs = max(1, round(stage.epochs * scale))
-    if cfg_s.train.max_minutes is not None:
-        cfg_s.train.max_minutes = cfg_s.train.max_minutes * cfg.data.folds
+    cfg_s = scaled_to_more_tiles(cfg_s, n_oof - n_oof // cfg.data.folds, n_soft, folds=cfg.data.folds)
     _round(cfg_s, data_dir, out / "student", resume, progress, student, tiles, folds=[0])
     teacher_fold0 = RunDir(teacher).fold(0).read_summary()
     student["teacher_fold0_oof_thr05"] = teacher_fold0.oof_score if teacher_fold0 else None
