@@ -231,7 +231,9 @@ def test_rounds_with_more_tiles_keep_the_planned_training_steps(pipe_data: tuple
     assert [s.epochs for s in pseudo.stages] == [10, 5] and pseudo.train.max_minutes == 10
     student = scaled_to_more_tiles(cfg, 2560, 7680, folds=5)  # one student in the time of five folds
     assert [s.epochs for s in student.stages] == [50, 25] and student.train.max_minutes == 50
-    pretrain = load_config(cfg_path, ["stages.0.epochs=40", "stages.1.epochs=20", "data.pseudo_mode=pretrain"])
+    pretrain = load_config(
+        cfg_path, ["stages.0.epochs=40", "stages.1.epochs=20", "data.pseudo_mode=pretrain"]
+    )
     assert [s.epochs for s in scaled_to_more_tiles(pretrain, 2560, 7680).stages] == [10, 20]
     assert [s.epochs for s in cfg.stages] == [40, 20]  # the input config is untouched
 

@@ -88,7 +88,9 @@ def measure_predict_seconds(cfg: ExperimentConfig, tiles: LabelledTiles, batch: 
     return (time.perf_counter() - t0) / len(images)
 
 
-def scaled_to_more_tiles(cfg: ExperimentConfig, n_train: int, n_extra: int, folds: int = 1) -> ExperimentConfig:
+def scaled_to_more_tiles(
+    cfg: ExperimentConfig, n_train: int, n_extra: int, folds: int = 1
+) -> ExperimentConfig:
     """A copy of ``cfg`` whose stages that see ``n_extra`` more tiles (pseudo-labels or soft targets)
     keep the training steps of ``folds`` folds of ``n_train`` tiles: their epochs shrink as the
     training set grows, so that a round fits the time its budget planned."""
