@@ -255,7 +255,7 @@ def test_volume_disk_full_names_the_output(
     before = src.read_bytes()
     out = tmp_path / "out" / "salt.sgy"
     full_at(monkeypatch, os, "replace")
-    assert main(["volume", str(weights), "--segy", str(src), "--out", str(out), "--backend", "torch"]) == 2
+    assert main(["volume", "predict", str(weights), str(src), "--out", str(out), "--backend", "torch"]) == 2
     one_disk_full_line(capsys.readouterr().err, out)
     assert not out.exists() and temp_files(tmp_path) == [] and src.read_bytes() == before
 

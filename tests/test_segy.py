@@ -98,8 +98,8 @@ def test_volume_command_keeps_geometry_and_headers(tmp_path: Path, checkpoint, m
     # on the CPU, as the expected probabilities (tests/test_gpu.py compares the GPU with the CPU)
     argv = [
         "volume",
+        "predict",
         str(checkpoint),
-        "--segy",
         str(src),
         "--out",
         str(out),
@@ -145,7 +145,7 @@ def test_non_standard_header_bytes(tmp_path: Path, checkpoint, capsys) -> None:
     cube = amplitudes()
     src = write_segy(tmp_path / "odd.sgy", cube, iline=9, xline=21)
     out = tmp_path / "odd_salt.sgy"
-    argv = ["volume", str(checkpoint), "--segy", str(src), "--out", str(out), "--quiet"]
+    argv = ["volume", "predict", str(checkpoint), str(src), "--out", str(out), "--quiet"]
     assert main([*argv, "--iline", "9", "--xline", "21"]) == 0
     assert "warning" not in capsys.readouterr().err
     with segyio.open(str(out), iline=9, xline=21) as g:
@@ -189,7 +189,7 @@ def test_bad_files_are_one_line_errors(tmp_path: Path, checkpoint, capsys) -> No
         (tmp_path / "missing.sgy", "SEG-Y file not found"),
     ]:
         out = tmp_path / "never.sgy"
-        assert main(["volume", str(checkpoint), "--segy", str(path), "--out", str(out)]) == 2
+        assert main(["volume", "predict", str(checkpoint), str(path), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: {path}: {message}") and "\n" not in err
         assert not out.exists()
@@ -238,9 +238,9 @@ def test_volume_never_overwrites_its_input_or_writes_a_folder(tmp_path: Path, ch
         (survey, "would overwrite the input"),
         (tmp_path / "." / "survey.sgy", "would overwrite the input"),
         (checkpoint, "would overwrite the input"),
-        (tmp_path, "is a folder"),
+        (tmp_path, "the output exists"),  # a folder: an MDIO output, never replaced
     ]:
-        assert main(["volume", str(checkpoint), "--segy", str(survey), "--out", str(out)]) == 2
+        assert main(["volume", "predict", str(checkpoint), str(survey), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err
     assert survey.read_bytes() == before
@@ -254,11 +254,11 @@ def test_nan_amplitudes_are_an_error_or_counted_zeros(tmp_path: Path, checkpoint
     cube[2, 0, 0] = np.inf
     survey = write_segy(tmp_path / "nan.sgy", cube)
     out = tmp_path / "salt.sgy"
-    assert main(["volume", str(checkpoint), "--segy", str(survey), "--out", str(out)]) == 2
+    assert main(["volume", "predict", str(checkpoint), str(survey), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
     assert err.startswith(f"error: {survey}: ") and "NaN or Inf" in err and "--nan-as zero" in err
     assert not out.exists()
-    argv = ["volume", str(checkpoint), "--segy", str(survey), "--out", str(out), "--nan-as", "zero"]
+    argv = ["volume", "predict", str(checkpoint), str(survey), "--out", str(out), "--nan-as", "zero"]
     argv += ["--backend", "torch"]  # as segment_segy below
     assert main([*argv, "--clip", "3000"]) == 0  # one clip for both (a percentile sees other samples)
     assert "6 NaN/Inf amplitudes were read as zero" in capsys.readouterr().out
