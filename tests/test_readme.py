@@ -59,3 +59,34 @@ def test_python_example_runs_as_written(user_dir: Path) -> None:
     code = code.replace(KAGGLE, str(user_dir)).replace("stages.0.epochs=20", "stages.0.epochs=1")
     exec(compile(code, "README.md", "exec"), {})
     assert Path("runs/py/submission.csv").exists() and Path("runs/py/postprocess.json").exists()
+
+
+def test_survey_workflow_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The "Whole surveys" block with a tiny model in place of ``runs/r1`` and a one-epoch training."""
+    import torch
+
+    from saltseg.checkpoints import save_weights
+    from saltseg.models import ModelConfig, create_model
+
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    tiny = ModelConfig(arch="vanilla_unet", depth=1, base_channels=4, attention=None, hypercolumn=False)
+    model = save_weights(create_model(tiny).eval(), tmp_path / "tiny.safetensors")
+    ran = []
+    for raw in block("## Whole surveys", "bash").splitlines():
+        words = [w.replace("runs/r1", str(model)) for w in shlex.split(raw, comments=True)[1:]]
+        if words[:2] == ["volume", "predict"]:
+            words += ["--backend", "torch", "--quiet"]
+        if words[0] == "train":
+            words += [*QUICK, "data.folds=2"]
+        assert main(words) == 0, raw
+        ran.append(" ".join(words[:2]))
+    assert ran == [
+        "volume synth",
+        "volume convert",
+        "volume predict",
+        "volume convert",
+        "volume tiles",
+        "train cpu_fast",
+    ]
+    assert Path("salt.sgy").exists() and Path("runs/mine/fold0/best.safetensors").exists()
