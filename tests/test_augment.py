@@ -163,3 +163,41 @@ def test_config_defaults_and_validation() -> None:
         AugmentConfig(crop_scale=(0.5, 1.2))
     with pytest.raises(ValueError, match="same size"):
         build_transforms(AugmentConfig())(IMAGE, MASK[:, :50])
+
+
+def test_additive_brightness_adds_one_offset_to_every_pixel() -> None:
+    cfg = AugmentConfig(**NONE, brightness=1.0, brightness_limit=0.2, brightness_mode="additive")
+    mid = 0.5 * IMAGE + 0.25  # 0.3 and 0.7: an offset of up to 0.2 is never clamped
+    shifts = set()
+    for seed in range(8):
+        image, mask = augment(cfg, seed, image=mid)
+        delta = image - mid
+        assert torch.allclose(delta, delta.flatten()[0].expand_as(delta), atol=1e-6)  # one offset
+        assert abs(float(delta.flatten()[0])) <= 0.2 + 1e-6 and torch.equal(mask, MASK)
+        shifts.add(round(float(delta.flatten()[0]), 4))
+    assert len(shifts) > 4
+    times = AugmentConfig(**NONE, brightness=1.0, brightness_limit=0.2)  # the multiplicative default
+    image, _ = augment(times, 0, image=mid)
+    ratio = image / mid
+    assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), atol=1e-5)
+
+
+def test_fixed_size_crop_is_not_resized_back() -> None:
+    cfg = AugmentConfig(**NONE, fixed_crop=64)
+    seen = set()
+    for seed in range(6):
+        image, mask = augment(cfg, seed)
+        assert image.shape == mask.shape == (1, 64, 64)
+        y, x = next(  # the window of the original it came from: the same pixels, no resampling
+            (y, x)
+            for y in range(38)
+            for x in range(38)
+            if torch.equal(mask, MASK[:, y : y + 64, x : x + 64])
+            and torch.equal(image, IMAGE[:, y : y + 64, x : x + 64])
+        )
+        seen.add((y, x))
+    assert len(seen) > 1
+    with pytest.raises(ValueError, match="larger than"):
+        augment(AugmentConfig(**NONE, fixed_crop=128), 0)
+    with pytest.raises(pydantic.ValidationError):
+        AugmentConfig(fixed_crop=4)

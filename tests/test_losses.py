@@ -331,3 +331,23 @@ def test_soft_targets_bce_uses_them_lovasz_rounds_them() -> None:
     for name in ("lovasz", "lovasz_symmetric"):
         lov = create_loss(LossConfig(name=name))
         assert torch.allclose(lov({"mask": logits}, soft), lov({"mask": logits}, hard))
+
+
+def test_a_loss_list_is_the_weighted_sum() -> None:
+    from saltseg.losses import LossConfig, create_loss
+
+    listed = LossConfig.model_validate([{"name": "bce", "weight": 1.0}, {"name": "lovasz", "weight": 0.5}])
+    assert listed.name == "sum" and listed.terms == {"bce": 1.0, "lovasz": 0.5}
+    logits = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    target = (torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    by_hand = create_loss(LossConfig(name="bce"))({"mask": logits}, target) + 0.5 * create_loss(
+        LossConfig(name="lovasz")
+    )({"mask": logits}, target)
+    assert torch.allclose(create_loss(listed)({"mask": logits}, target), by_hand, atol=1e-6)
+    for bad in (
+        [{"name": "bce", "w": 1}],
+        [{"name": "bce"}, {"name": "bce"}],
+        [{"name": "nope", "weight": 1}],
+    ):
+        with pytest.raises(pydantic.ValidationError):
+            LossConfig.model_validate(bad)

@@ -14,6 +14,7 @@ from torch import nn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import segmentation_models_pytorch as smp
+from segmentation_models_pytorch.base.modules import SCSEModule
 
 from saltseg.errors import CheckpointError, ConfigError, SaltsegError
 from saltseg.models import (
@@ -624,3 +625,83 @@ def test_a_hostile_pth_is_refused_in_one_line_without_pytorchs_advice(tmp_path: 
     with pytest.raises(CheckpointError, match="cannot read weights file") as exc:
         read_state_dict(tmp_path / "cut.pth")
     assert "\n" not in str(exc.value)
+
+
+# --------------------------------------------------------------------------- the winners' blocks (issue 14)
+
+
+def grads_reach_every_parameter(model: nn.Module, x: torch.Tensor) -> None:
+    out = model(x)
+    sum(v.float().sum() for v in out.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
+def test_fpa_without_its_7x7_level() -> None:
+    fpa = FPA(8, 8, kernels=(5, 3))
+    kernels = [m.kernel_size for m in fpa.modules() if isinstance(m, nn.Conv2d) and m.out_channels == 1]
+    assert (7, 7) not in kernels and (5, 5) in kernels and (3, 3) in kernels
+    assert fpa(torch.rand(2, 8, 4, 4)).shape == (2, 8, 4, 4)
+    names = set(dict(FPA(8, 8).named_parameters()))  # the default keeps the old checkpoint names
+    assert {
+        "down1.0.weight",
+        "down3.0.0.weight",
+        "down3.1.0.weight",
+        "conv2.0.weight",
+        "conv1.0.weight",
+    } <= names
+    model = create_model(tiny("unet", center="fpa", fpa_kernels=[5, 3], input_size=64))
+    grads_reach_every_parameter(model, tiles(size=64))
+    with pytest.raises(ValidationError):
+        tiny("unet", fpa_kernels=[4, 3])
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "se_resnext50_32x4d"])
+def test_scse_inside_the_encoder_stages(encoder: str) -> None:
+    cfg = tiny("unet", encoder=encoder, encoder_attention="scse", input_size=64)
+    model = create_model(cfg)
+    stages = [getattr(model.net.encoder, f"layer{k}") for k in range(1, 5)]
+    assert all(isinstance(s, nn.Sequential) and isinstance(s[-1], SCSEModule) for s in stages)
+    plain = create_model(tiny("unet", encoder=encoder, input_size=64))
+    z = torch.rand(2, 1, 64, 64)
+    assert [f.shape for f in model.net.encoder(z)] == [f.shape for f in plain.net.encoder(z)]
+    grads_reach_every_parameter(model, tiles(size=64))
+    with pytest.raises(ConfigError, match="layer1-layer4"):
+        create_model(tiny("unet", encoder="tu-resnet10t", encoder_attention="scse", input_size=64))
+
+
+def test_conv3x3_stem_keeps_the_strides() -> None:
+    model = create_model(tiny("unet", stem="conv3x3", input_size=64))
+    conv = model.net.encoder.conv1
+    assert conv.kernel_size == (3, 3) and conv.stride == (2, 2) and conv.in_channels == 1
+    plain = create_model(tiny("unet", input_size=64))
+    z = torch.rand(2, 1, 64, 64)
+    assert [f.shape for f in model.net.encoder(z)] == [f.shape for f in plain.net.encoder(z)]
+    assert model(tiles(size=64))["mask"].shape == (2, 1, 64, 64)
+
+
+def test_transposed_convolution_decoder() -> None:
+    model = create_model(tiny("unet", decoder_upsample="transposed", input_size=128, deep_supervision=True))
+    ups = [m for m in model.net.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(ups) == 5 and all(u.stride == (2, 2) for u in ups)
+    assert model(tiles())["mask"].shape == (2, 1, 101, 101)
+    grads_reach_every_parameter(model, tiles())
+    with pytest.raises(ValidationError, match="decoder_upsample"):
+        tiny("gcn_gau", decoder_upsample="transposed")
+
+
+def test_gcn_inside_the_global_attention_upsample() -> None:
+    model = create_model(tiny("gcn_gau", gau_gcn_kernel=5, input_size=64))
+    assert all(isinstance(g.low[0], GCN) for g in model.net.gaus)
+    assert model(tiles(size=64))["mask"].shape == (2, 1, 64, 64)
+    grads_reach_every_parameter(model, tiles(size=64))
+    with pytest.raises(ValidationError, match="gau_gcn_kernel"):
+        tiny("unet", gau_gcn_kernel=5)
+    with pytest.raises(ValidationError):
+        tiny("gcn_gau", gau_gcn_kernel=4)
+
+
+def test_encoder_blocks_are_refused_on_the_scratch_nets() -> None:
+    for field, value in (("encoder_attention", "scse"), ("stem", "conv3x3")):
+        with pytest.raises(ValidationError, match=field):
+            tiny("dilated_unet", **{field: value})

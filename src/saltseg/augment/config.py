@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["AugmentConfig"]
@@ -24,7 +26,10 @@ class AugmentConfig(BaseModel):
         shear: Probability of a horizontal shear.
         shear_limit: Largest shear angle in degrees (either way).
         brightness: Probability of a brightness change.
-        brightness_limit: Brightness factor drawn from ``[1 - limit, 1 + limit]`` (multiplicative).
+        brightness_limit: Brightness factor drawn from ``[1 - limit, 1 + limit]`` (multiplicative), or the
+            offset added, drawn from ``[-limit, limit]`` (additive).
+        brightness_mode: ``multiplicative`` (torchvision's ColorJitter) or ``additive`` (albumentations'
+            RandomBrightness, which the winners used: ``image + beta``).
         contrast: Probability of a contrast change.
         contrast_limit: Contrast factor drawn from ``[1 - limit, 1 + limit]`` (around the image mean).
         gamma: Probability of a gamma change.
@@ -34,6 +39,8 @@ class AugmentConfig(BaseModel):
         invert: Probability of inverting the image (``1 - image``).
         random_crop: Probability of a random crop resized back to the original size.
         crop_scale: Range of the crop's area as a fraction of the image area (same aspect ratio).
+        fixed_crop: A random ``fixed_crop`` x ``fixed_crop`` window, not resized back (the 11th place's
+            crop): every training tile becomes that size (validation and prediction keep the whole tile).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,6 +56,7 @@ class AugmentConfig(BaseModel):
     shear_limit: float = Field(8.0, ge=0.0, lt=90.0)
     brightness: float = Field(0.0, ge=0.0, le=1.0)
     brightness_limit: float = Field(0.2, ge=0.0, le=1.0)
+    brightness_mode: Literal["multiplicative", "additive"] = "multiplicative"
     contrast: float = Field(0.0, ge=0.0, le=1.0)
     contrast_limit: float = Field(0.2, ge=0.0, le=1.0)
     gamma: float = Field(0.0, ge=0.0, le=1.0)
@@ -58,6 +66,7 @@ class AugmentConfig(BaseModel):
     invert: float = Field(0.0, ge=0.0, le=1.0)
     random_crop: float = Field(0.0, ge=0.0, le=1.0)
     crop_scale: tuple[float, float] = (0.7, 1.0)
+    fixed_crop: int | None = Field(None, ge=8)
 
     @model_validator(mode="after")
     def _check_ranges(self) -> AugmentConfig:
@@ -75,7 +84,7 @@ class AugmentConfig(BaseModel):
     @property
     def is_identity(self) -> bool:
         """True when every probability is 0 (no transform can fire)."""
-        return all(getattr(self, name) == 0.0 for name in PROBABILITY_FIELDS)
+        return self.fixed_crop is None and all(getattr(self, name) == 0.0 for name in PROBABILITY_FIELDS)
 
 
 PROBABILITY_FIELDS: tuple[str, ...] = (

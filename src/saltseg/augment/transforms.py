@@ -21,7 +21,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from saltseg.augment.config import AugmentConfig
 
-__all__ = ["PairTransform", "RandomGamma", "build_transforms"]
+__all__ = ["PairTransform", "RandomAdditiveBrightness", "RandomGamma", "build_transforms"]
 
 PairFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -43,6 +43,25 @@ class RandomGamma(v2.Transform):
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         """Apply torchvision's ``adjust_gamma``."""
         return self._call_kernel(TF.adjust_gamma, inpt, gamma=params["gamma"])
+
+
+class RandomAdditiveBrightness(v2.Transform):
+    """``image + beta`` with ``beta ~ U(-limit, limit)`` (images in [0, 1]; masks pass through), as
+    albumentations' brightness change, which the winners' pipelines used."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, limit: float) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Draw beta from the global torch RNG."""
+        return {"beta": float(torch.empty(1).uniform_(-self.limit, self.limit))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        """Add beta (clamped to [0, 1] by the pipeline)."""
+        return inpt + params["beta"]
 
 
 class _RandomResizedCrop(v2.RandomResizedCrop):
@@ -94,6 +113,10 @@ def _geometric(cfg: AugmentConfig, height: int, width: int) -> v2.Compose | None
             *warps,
             v2.CenterCrop((height, width)),
         ]
+    if cfg.fixed_crop is not None:
+        if cfg.fixed_crop > min(height, width):
+            raise ValueError(f"fixed_crop {cfg.fixed_crop} is larger than the {height}x{width} tile")
+        steps.append(v2.RandomCrop((cfg.fixed_crop, cfg.fixed_crop)))
     return v2.Compose(steps) if steps else None
 
 
@@ -101,7 +124,12 @@ def _photometric(cfg: AugmentConfig) -> v2.Compose | None:
     """Transforms applied to the image only (None when there are none)."""
     side = cfg.cutout_size
     steps: list[v2.Transform] = [
-        *_maybe(cfg.brightness, v2.ColorJitter(brightness=cfg.brightness_limit)),
+        *_maybe(
+            cfg.brightness,
+            RandomAdditiveBrightness(cfg.brightness_limit)
+            if cfg.brightness_mode == "additive"
+            else v2.ColorJitter(brightness=cfg.brightness_limit),
+        ),
         *_maybe(cfg.contrast, v2.ColorJitter(contrast=cfg.contrast_limit)),
         *_maybe(cfg.gamma, RandomGamma(cfg.gamma_limit)),
         *_maybe(cfg.invert, v2.RandomInvert(p=1.0)),
@@ -132,7 +160,8 @@ class PairTransform:
             mask: (1,H,W) or (H,W) binary mask (float or integer dtype).
 
         Returns:
-            The augmented image (same dtype, clamped to [0, 1]) and mask (same dtype and shape, binary).
+            The augmented image (same dtype, clamped to [0, 1]) and mask (same dtype and shape, binary; the
+            ``fixed_crop`` size when the config has one).
         """
         if image.ndim != 3 or mask.shape[-2:] != image.shape[-2:]:
             raise ValueError(

@@ -40,6 +40,8 @@ class LossConfig(BaseModel):
             the weighted sum of ``terms`` (for example BCE + Lovasz from the first epoch, as the 15th
             place trained, or the 11th place's BCE + 0.5 x Lovasz).
         terms: With ``name: sum``: pixel loss name -> weight, e.g. ``{bce: 1.0, lovasz_symmetric: 1.0}``.
+            A stage's ``loss`` may also be written as a list, ``[{name: bce, weight: 1}, {name: lovasz,
+            weight: 0.5}]``: the same sum.
         bce_weight: Weight of BCE in ``bce_dice``.
         dice_weight: Weight of Dice in ``bce_dice``.
         focal_gamma: Focusing power of ``focal``.
@@ -57,6 +59,21 @@ class LossConfig(BaseModel):
     per_image: bool = True
     terms: dict[PixelLossName, float] | None = None
     deep_supervision: DeepSupervisionWeights | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: object) -> object:
+        """``[{name: bce, weight: 1}, {name: lovasz, weight: 0.5}]`` is ``name: sum`` with those terms."""
+        if not isinstance(data, list):
+            return data
+        terms: dict[str, float] = {}
+        for item in data:
+            if not isinstance(item, dict) or set(item) - {"name", "weight"} or "name" not in item:
+                raise ValueError(f"a loss list holds {{name: LOSS, weight: W}} items, got {item!r}")
+            if item["name"] in terms:
+                raise ValueError(f"loss {item['name']!r} appears twice in the list")
+            terms[item["name"]] = item.get("weight", 1.0)
+        return {"name": "sum", "terms": terms}
 
     @model_validator(mode="after")
     def _check_terms(self) -> LossConfig:

@@ -20,42 +20,51 @@ def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor
 class FPA(nn.Module):
     """Feature Pyramid Attention (Li et al. 2018, "Pyramid Attention Network for Semantic Segmentation").
 
-    A U-shaped pyramid of 7x7, 5x5 and 3x3 convolutions over successively max-pooled features
-    produces a one-channel attention map that multiplies a 1x1-convolution branch; a global average
-    pooling branch is added on top. Works for any spatial size (pools use ``ceil_mode``).
+    A U-shaped pyramid of convolutions over successively max-pooled features (kernels 7x7, 5x5 and 3x3 by
+    default; the 1st place dropped the 7x7 level: ``kernels=(5, 3)``) produces a one-channel attention map
+    that multiplies a 1x1-convolution branch; a global average pooling branch is added on top. Works for
+    any spatial size (pools use ``ceil_mode``).
 
     Args:
         in_channels: Channels of the input features.
         out_channels: Channels of the output features.
+        kernels: Odd kernel sizes of the pyramid levels, finest first (two or more).
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernels: tuple[int, ...] = (7, 5, 3)) -> None:
         super().__init__()
+        if len(kernels) < 2 or any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ValueError(f"FPA needs two or more odd kernel sizes, got {list(kernels)}")
+        self.levels = len(kernels)
         self.glob = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1), nn.ReLU(inplace=True)
         )
         self.mid = Conv2dReLU(in_channels, out_channels, kernel_size=1)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
-        self.down1 = Conv2dReLU(in_channels, 1, kernel_size=7, padding=3)
-        self.down2 = Conv2dReLU(1, 1, kernel_size=5, padding=2)
-        self.down3 = nn.Sequential(
-            Conv2dReLU(1, 1, kernel_size=3, padding=1), Conv2dReLU(1, 1, kernel_size=3, padding=1)
-        )
-        self.conv2 = Conv2dReLU(1, 1, kernel_size=5, padding=2)
-        self.conv1 = Conv2dReLU(1, 1, kernel_size=7, padding=3)
+        # named down1..downN and conv1..conv(N-1) as in the paper (and earlier checkpoints)
+        for i, k in enumerate(kernels, start=1):
+            first = Conv2dReLU(in_channels if i == 1 else 1, 1, kernel_size=k, padding=k // 2)
+            last_level = i == len(kernels)
+            down = (
+                nn.Sequential(first, Conv2dReLU(1, 1, kernel_size=k, padding=k // 2)) if last_level else first
+            )
+            setattr(self, f"down{i}", down)
+            if not last_level:
+                setattr(self, f"conv{i}", Conv2dReLU(1, 1, kernel_size=k, padding=k // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block; output has the input's spatial size."""
         size = x.shape[-2:]
         glob = self.glob(x)
         mid = self.mid(x)
-        x1 = self.down1(self.pool(x))
-        x2 = self.down2(self.pool(x1))
-        x3 = self.down3(self.pool(x2))
-        x2 = self.conv2(x2) + _resize(x3, x2.shape[-2:])
-        x1 = self.conv1(x1) + _resize(x2, x1.shape[-2:])
-        attention = _resize(x1, size)
-        return mid * attention + glob
+        pyramid, h = [], x
+        for i in range(1, self.levels + 1):
+            h = getattr(self, f"down{i}")(self.pool(h))
+            pyramid.append(h)
+        y = pyramid[-1]
+        for i in range(self.levels - 1, 0, -1):
+            y = getattr(self, f"conv{i}")(pyramid[i - 1]) + _resize(y, pyramid[i - 1].shape[-2:])
+        return mid * _resize(y, size) + glob
 
 
 class Hypercolumn(nn.Module):
@@ -123,11 +132,23 @@ class GAU(nn.Module):
         low_channels: Channels of the low-level (fine) features.
         high_channels: Channels of the high-level (coarse) features.
         out_channels: Channels of the output.
+        gcn_kernel: If set, a :class:`GCN` with this large kernel (then BN-ReLU) replaces the 3x3
+            convolution of the low-level features (the 1st place's GAU).
     """
 
-    def __init__(self, low_channels: int, high_channels: int, out_channels: int) -> None:
+    def __init__(
+        self, low_channels: int, high_channels: int, out_channels: int, gcn_kernel: int | None = None
+    ) -> None:
         super().__init__()
-        self.low = Conv2dReLU(low_channels, out_channels, kernel_size=3, padding=1)
+        self.low: nn.Module = (
+            Conv2dReLU(low_channels, out_channels, kernel_size=3, padding=1)
+            if gcn_kernel is None
+            else nn.Sequential(
+                GCN(low_channels, out_channels, gcn_kernel),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            )
+        )
         self.gate = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(high_channels, out_channels, 1), nn.Sigmoid()
         )
@@ -141,6 +162,37 @@ class GAU(nn.Module):
         """Fuse ``low`` (B, Cl, H, W) with ``high`` (B, Ch, h, w) into (B, out_channels, H, W)."""
         gated = self.low(low) * self.gate(high)
         return gated + _resize(self.project(high), low.shape[-2:])
+
+
+class TransposedUpBlock(nn.Module):
+    """A U-Net decoder block that upsamples with a learned 2x2 transposed convolution (stride 2) instead of
+    interpolation, then concatenates the skip features and applies two 3x3 conv-BN-ReLU (attention before and
+    after, as smp's block). Same call as smp's ``UnetDecoderBlock``: ``block(x, height, width, skip)``.
+    """
+
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, attention_type: str | None
+    ) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, in_channels, kernel_size=2, stride=2)
+        self.attention1 = (
+            attention(attention_type, in_channels + skip_channels) if skip_channels else nn.Identity()
+        )
+        self.conv1 = Conv2dReLU(in_channels + skip_channels, out_channels, kernel_size=3, padding=1)
+        self.conv2 = Conv2dReLU(out_channels, out_channels, kernel_size=3, padding=1)
+        self.attention2 = attention(attention_type, out_channels)
+
+    def forward(
+        self, x: torch.Tensor, height: int, width: int, skip_connection: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Upsample ``x`` to (height, width) (a resize after the transposed convolution only if the sizes
+        are not exact doubles), fuse the skip features."""
+        x = self.up(x)
+        if x.shape[-2:] != (height, width):
+            x = _resize(x, (height, width))
+        if skip_connection is not None:
+            x = self.attention1(torch.cat([x, skip_connection], dim=1))
+        return self.attention2(self.conv2(self.conv1(x)))
 
 
 def attention(name: str | None, channels: int) -> nn.Module:

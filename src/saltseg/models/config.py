@@ -45,6 +45,15 @@ class ModelConfig(BaseModel):
         attention: ``"scse"`` puts concurrent spatial and channel squeeze-excitation into the decoder.
         hypercolumn: Concatenate all decoder outputs (upsampled) before the head.
         center: ``"fpa"`` adds a Feature Pyramid Attention block on the deepest encoder features.
+        fpa_kernels: Kernel sizes of the FPA pyramid, finest first (the 1st place: ``[5, 3]``, no 7x7).
+        encoder_attention: ``"scse"`` inside the encoder, after each of its ResNet-style stages
+            (``layer1``-``layer4``), so the next stage sees the re-weighted features (1st place).
+        stem: ``conv3x3`` replaces the encoder's first 7x7 convolution by a 3x3 one with the same stride and
+            width (the 1st place's ResNet34 stem for small tiles).
+        decoder_upsample: ``transposed``: the encoder U-Net's decoder upsamples with learned 2x2 transposed
+            convolutions instead of interpolation.
+        gau_gcn_kernel: ``gcn_gau`` only: a GCN with this large kernel on the low-level features of each
+            GAU instead of a 3x3 convolution (the 1st place's "GCN inside the GAU").
         drop_first_maxpool: Remove the encoder's first max-pool (keeps more resolution).
         dropout: Spatial dropout probability before the final head (and image-level head).
         deep_supervision: Add the image-level ``salt`` logit and the ``mask_nonempty`` head; the
@@ -77,6 +86,11 @@ class ModelConfig(BaseModel):
     attention: Literal["scse"] | None = "scse"
     hypercolumn: bool = True
     center: Literal["none", "fpa"] = "none"
+    fpa_kernels: list[int] = Field(default_factory=lambda: [7, 5, 3])
+    encoder_attention: Literal["scse"] | None = None
+    stem: Literal["default", "conv3x3"] = "default"
+    decoder_upsample: Literal["interpolate", "transposed"] = "interpolate"
+    gau_gcn_kernel: int | None = None
     drop_first_maxpool: bool = False
     dropout: float = 0.0
     deep_supervision: bool = False
@@ -126,6 +140,20 @@ class ModelConfig(BaseModel):
             raise ValueError(f"decoder_channels must be positive, got {value}")
         return value
 
+    @field_validator("fpa_kernels")
+    @classmethod
+    def _check_fpa_kernels(cls, value: list[int]) -> list[int]:
+        if len(value) < 2 or any(k < 1 or k % 2 == 0 for k in value):
+            raise ValueError(f"fpa_kernels needs two or more odd kernel sizes, got {value}")
+        return value
+
+    @field_validator("gau_gcn_kernel")
+    @classmethod
+    def _check_gcn_kernel(cls, value: int | None) -> int | None:
+        if value is not None and (value < 3 or value % 2 == 0):
+            raise ValueError(f"gau_gcn_kernel must be an odd size >= 3, got {value}")
+        return value
+
     @field_validator("dropout", "decreasing_dropout")
     @classmethod
     def _check_probability(cls, value: float) -> float:
@@ -164,6 +192,22 @@ class ModelConfig(BaseModel):
         if self.resize_to is not None and not 1 <= self.resize_to <= self.input_size:
             raise ValueError(
                 f"resize_to ({self.resize_to}) must be between 1 and input_size ({self.input_size})"
+            )
+        encoder_only = {
+            "encoder_attention": self.encoder_attention is not None,
+            "stem": self.stem != "default",
+            "decoder_upsample": self.decoder_upsample != "interpolate" and self.arch != "unet",
+            "gau_gcn_kernel": self.gau_gcn_kernel is not None and self.arch != "gcn_gau",
+        }
+        wrong = [
+            k
+            for k, used in encoder_only.items()
+            if used and (self.arch in SCRATCH_ARCHS or k in ("decoder_upsample", "gau_gcn_kernel"))
+        ]
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)} do(es) not apply to {self.arch}: encoder_attention and stem are for the "
+                "encoder architectures (unet, gcn_gau), decoder_upsample for unet, gau_gcn_kernel for gcn_gau"
             )
         if self.encoder_weights is not None and self.arch in SCRATCH_ARCHS:
             raise ValueError(

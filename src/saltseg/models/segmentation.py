@@ -6,7 +6,7 @@ import torch
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import nn
 
-from saltseg.models.blocks import FPA, GAU, GCN, attention
+from saltseg.models.blocks import FPA, GAU, GCN, TransposedUpBlock, attention
 from saltseg.models.config import ModelConfig
 from saltseg.models.encoders import build_encoder
 from saltseg.models.heads import SegmentationHeads
@@ -51,10 +51,13 @@ class EncoderUNet(nn.Module):
         skip_channels = [*encoder_channels[1:-1][::-1], 0]
         in_channels = [head_channels, *decoder_channels[:-1]]
         self.center: nn.Module = (
-            FPA(head_channels, head_channels) if config.center == "fpa" else nn.Identity()
+            FPA(head_channels, head_channels, tuple(config.fpa_kernels))
+            if config.center == "fpa"
+            else nn.Identity()
         )
+        make_block = TransposedUpBlock if config.decoder_upsample == "transposed" else unet_block
         self.blocks = nn.ModuleList(
-            unet_block(cin, cskip, cout, config.attention)
+            make_block(cin, cskip, cout, config.attention)
             for cin, cskip, cout in zip(in_channels, skip_channels, decoder_channels, strict=True)
         )
         self.heads = SegmentationHeads(
@@ -104,11 +107,11 @@ class GCNGAUNet(nn.Module):
             nn.ReLU(inplace=True),
         ]
         if config.center == "fpa":
-            center.append(FPA(decoder_channels[0], decoder_channels[0]))
+            center.append(FPA(decoder_channels[0], decoder_channels[0], tuple(config.fpa_kernels)))
         self.center = nn.Sequential(*center)
         skip_channels = encoder_channels[1:-1][::-1]
         self.gaus = nn.ModuleList(
-            GAU(skip, high, out)
+            GAU(skip, high, out, config.gau_gcn_kernel)
             for skip, high, out in zip(
                 skip_channels, decoder_channels[:-1], decoder_channels[1:], strict=True
             )

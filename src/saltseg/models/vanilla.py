@@ -146,7 +146,9 @@ class VanillaUNet(nn.Module):
             else conv_block(widths[depth - 1], widths[depth], bn, res)
         )
         self.center: nn.Module = (
-            FPA(widths[depth], widths[depth]) if config.center == "fpa" else nn.Identity()
+            FPA(widths[depth], widths[depth], tuple(config.fpa_kernels))
+            if config.center == "fpa"
+            else nn.Identity()
         )
         schedule = decreasing_dropout_schedule(config.decreasing_dropout, depth)
         self.bottleneck_dropout = nn.Dropout(schedule[0])
