@@ -350,3 +350,44 @@ def _config(p: argparse.ArgumentParser):
         return 0
 
     return run
+
+
+@command(
+    "recipe",
+    "Run a whole multi-stage recipe (several models, pseudo-label pretraining, fine-tuning every fold, the "
+    "weighted blend, the submission) from one file of steps; --scale shortens every stage to rehearse it.",
+    "saltseg recipe first_place --data ../shared/data/tgs-salt --test ../shared/data/tgs-salt "
+    "--out runs/fp_cpu --scale 0.01",
+)
+def _recipe(p: argparse.ArgumentParser):
+    p.add_argument("recipe", help="a shipped recipe name (first_place) or a recipe file")
+    p.add_argument("--data", type=Path, required=True, help="labelled dataset")
+    p.add_argument("--test", type=Path, help="unlabelled tiles (pseudo-label steps and the submission)")
+    p.add_argument("--out", type=Path, required=True, help="recipe folder: one folder per step")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's epochs (at least 1)")
+    p.add_argument("--resume", action="store_true", help="continue a killed recipe")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.recipe import load_recipe, run_recipe
+
+        recipe = load_recipe(args.recipe)
+        state = run_recipe(
+            recipe,
+            args.data,
+            args.out,
+            test_images=args.test,
+            scale=args.scale,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+        for name, step in state["steps"].items():
+            score = f", oof {step['oof_tuned']:.4f}" if "oof_tuned" in step else ""
+            extra = f", {step['selected']} pseudo-labelled tiles" if step["kind"] == "pseudo" else ""
+            print(f"{name} ({step['kind']}){score}{extra}, {step['minutes']} min")
+        if "submission" in state:
+            print(f"submission: {state['submission']['csv']} ({state['submission']['tiles']} tiles)")
+        print(f"recipe {recipe.name} done in {state['minutes']} min -> {args.out}")
+        return 0
+
+    return run
