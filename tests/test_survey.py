@@ -238,3 +238,26 @@ def test_labelled_sections_become_training_tiles(tmp_path: Path) -> None:
     axis, s, y, x = tid[0], *(int(v) for v in tid[1:].split("_"))
     truth = (synth_salt[s] if axis == "i" else synth_salt[:, s]).T[y : y + 101, x : x + 101]
     assert np.array_equal(rle_decode(rle, (101, 101)), truth)
+
+
+def test_conversion_and_tiles_refuse_mismatched_or_too_small_inputs(
+    survey: tuple[Path, Path], survey_mdio: Path, tmp_path: Path
+) -> None:
+    from saltseg.volume.convert import mdio_to_segy, write_training_tiles
+    from saltseg.volume.store import OutputStore
+
+    other = tmp_path / "other.sgy"
+    SyntheticSurvey((5, 20, 110), seed=1).write_segy(other)
+    with pytest.raises(DataError, match="the --like SEG-Y is 5 x 20 x 110"):
+        mdio_to_segy(survey_mdio, tmp_path / "x.sgy", like=other)
+    with pytest.raises(DataError, match="no 101 x 101 tile fits"):
+        write_training_tiles(survey[0], survey[1], tmp_path / "tiles")  # sections 20 traces wide
+    assert not (tmp_path / "tiles").exists() and not list(tmp_path.glob(".tiles.tmp-*"))
+    with pytest.raises(DataError, match="the labels are 5 x 20 x 110"):
+        write_training_tiles(survey[0], other, tmp_path / "tiles")
+    foreign = tmp_path / "mine.mdio.partial"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("the user's")
+    with pytest.raises(DataError, match="not made by saltseg"):
+        OutputStore(tmp_path / "mine.mdio").check_new(resume=True)
+    assert (foreign / "notes.txt").read_text() == "the user's"

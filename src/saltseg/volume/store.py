@@ -61,7 +61,8 @@ class OutputStore:
             raise DataError(
                 "an unfinished prediction is there; give --resume to continue it, or remove it", self.partial
             )
-        if self.partial.exists() and (self.state / "kind").read_text().strip() != KIND:
+        kind = self.state / "kind"
+        if self.partial.exists() and (not kind.is_file() or kind.read_text().strip() != KIND):
             raise DataError(
                 "the folder was not made by saltseg volume predict; it is left untouched", self.partial
             )
