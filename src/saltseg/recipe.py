@@ -27,13 +27,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from saltseg.artifacts import names
 from saltseg.errors import ConfigError, DataError
 from saltseg.training.config import ExperimentConfig
 from saltseg.utils.io import write_json
 
 __all__ = ["Recipe", "RecipeStep", "builtin_recipes", "load_recipe", "run_recipe"]
-
-STATE_FILE = "recipe.json"
 
 
 class RecipeStep(BaseModel):
@@ -87,8 +86,8 @@ class Recipe(BaseModel):
                 "ensemble": (step.ensemble or [], None),
                 "pseudo": ([step.pseudo], None),
             }
-            for field, (names, kind) in refs.items():
-                for ref in names:
+            for field, (targets, kind) in refs.items():
+                for ref in targets:
                     if ref is None:
                         continue
                     if ref not in seen:
@@ -170,7 +169,7 @@ def run_recipe(
     if needs_test and test_images is None:
         raise DataError("this recipe predicts test tiles (pseudo-labels or a submission): give --test")
     data_dir, out = Path(data_dir), Path(out)
-    state_file = out / STATE_FILE
+    state_file = out / names.RECIPE_FILE
     if state_file.exists() and resume:
         state = json.loads(state_file.read_text())
         if state.get("recipe") != recipe.model_dump() or state.get("scale") != scale:
@@ -246,7 +245,7 @@ def run_recipe(
         state["steps"][step.name] = record
         save()
     if recipe.submission is not None and "submission" not in state:
-        csv_path = out / "submission.csv"
+        csv_path = out / names.SUBMISSION_FILE
         meta = predict_folder([out / recipe.submission], test_images, out / "test_pred", csv_path=csv_path)  # type: ignore[arg-type]
         state["submission"] = {"step": recipe.submission, "csv": str(csv_path), "tiles": meta.n_tiles}
     state["minutes"] = round(state.get("minutes", 0.0) + (time.time() - started) / 60, 2)
