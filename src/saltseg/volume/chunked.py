@@ -147,7 +147,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _segment_section(job: SurveyJob, section: np.ndarray, live: np.ndarray, where: str) -> np.ndarray:
+def _segment_section(job: SurveyJob, section: np.ndarray, live: np.ndarray) -> np.ndarray:
     """(traces, samples) amplitudes -> (traces, samples) float32 probabilities (0 on missing traces)."""
     from saltseg.inference.sliding import predict_large
 
@@ -177,11 +177,9 @@ def run_section_block(
     probs = np.zeros(amps.shape, np.float32)
     for k in range(stop - start):
         if variable.axis == "inline":
-            probs[k] = _segment_section(job, amps[k], live[k], f"inline {survey.ilines[start + k]}")
+            probs[k] = _segment_section(job, amps[k], live[k])
         else:
-            probs[:, k] = _segment_section(
-                job, amps[:, k], live[:, k], f"crossline {survey.xlines[start + k]}"
-            )
+            probs[:, k] = _segment_section(job, amps[:, k], live[:, k])
     store.write(variable, start, probs)
     salt = 0
     if write_mask and job.threshold is not None:

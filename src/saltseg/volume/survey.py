@@ -102,16 +102,31 @@ class Survey:
         return clip if np.isfinite(clip) and clip > 0 else 1.0
 
 
-@functools.lru_cache(maxsize=4)
+def _stamp(path: Path) -> int:
+    """The modification time of a file, or of a zarr folder's metadata: a rewritten survey is reopened."""
+    meta = path / "zarr.json"
+    return (meta if meta.exists() else path).stat().st_mtime_ns
+
+
 def _segy_file(path: Path, iline: int, xline: int, endian: str):
     """The SEG-Y file opened once per process (a Dask worker reads many blocks of it)."""
+    return _open_segy_cached(path, _stamp(path), iline, xline, endian)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_segy_cached(path: Path, stamp: int, iline: int, xline: int, endian: str):
     import segyio
 
     return segyio.open(str(path), "r", iline=iline, xline=xline, strict=True, endian=endian)
 
 
-@functools.lru_cache(maxsize=4)
 def _mdio_dataset(path: Path):
+    """The MDIO dataset opened once per process (lazily: blocks are read on demand)."""
+    return _open_mdio_cached(path, _stamp(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _open_mdio_cached(path: Path, stamp: int):
     from mdio import open_mdio
 
     return open_mdio(path)
