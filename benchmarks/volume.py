@@ -29,7 +29,7 @@ SAMPLES = 1024  # samples per trace of every synthetic survey
 
 def shape_for(gigabytes: float) -> tuple[int, int, int]:
     """A square survey of about ``gigabytes`` of float32 amplitudes with :data:`SAMPLES` samples."""
-    side = int(round(math.sqrt(gigabytes * 1e9 / 4 / SAMPLES)))
+    side = round(math.sqrt(gigabytes * 1e9 / 4 / SAMPLES))
     return side, side, SAMPLES
 
 
@@ -68,7 +68,9 @@ def main() -> None:
     def run(src: Path, out: Path, workers: int, **kw: object) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        report = predict_survey(members, src, out, workers=workers, stride=args.stride, backend=args.backend, **kw)
+        report = predict_survey(
+            members, src, out, workers=workers, stride=args.stride, backend=args.backend, **kw
+        )
         seconds = time.perf_counter() - t0
         traces = report.live_traces * len(report.axes)
         row = {
