@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from saltseg.checkpoints import save_weights
 from saltseg.cli import main
-from saltseg.errors import DataError
+from saltseg.errors import DataError, SaltsegError
 from saltseg.inference.sliding import predict_large
 from saltseg.models import ModelConfig, create_model
 from saltseg.predictor import EnsemblePredictor
@@ -261,3 +261,66 @@ def test_conversion_and_tiles_refuse_mismatched_or_too_small_inputs(
     with pytest.raises(DataError, match="not made by saltseg"):
         OutputStore(tmp_path / "mine.mdio").check_new(resume=True)
     assert (foreign / "notes.txt").read_text() == "the user's"
+
+
+def test_uncertainty_is_the_members_spread_and_the_axes_total_variance(
+    survey: tuple[Path, Path], checkpoint: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(1)
+    other = save_weights(
+        create_model(
+            ModelConfig(
+                arch="vanilla_unet",
+                depth=1,
+                base_channels=4,
+                attention=None,
+                hypercolumn=False,
+                input_size=112,
+            )
+        ).eval(),
+        tmp_path / "other.safetensors",
+    )
+    src = survey[0]
+    for name, ckpts in (("a", [(checkpoint, 1.0)]), ("b", [(other, 1.0)])):
+        predict_survey(ckpts, src, tmp_path / f"{name}.mdio", backend="torch")
+    both = [(checkpoint, 0.5), (other, 0.5)]
+    predict_survey(both, src, tmp_path / "ab.mdio", backend="torch", uncertainty=True)
+    a, b = read_var(tmp_path / "a.mdio"), read_var(tmp_path / "b.mdio")
+    spread = read_var(tmp_path / "ab.mdio", "salt_uncertainty")
+    assert np.allclose(read_var(tmp_path / "ab.mdio"), (a + b) / 2, atol=1e-4)
+    assert np.allclose(spread, np.abs(a - b) / 2, atol=1e-4) and spread.max() > 0.01  # two members
+    fused = tmp_path / "fused.mdio"
+    predict_survey(
+        both, src, fused, backend="torch", uncertainty=True, axes=("inline", "crossline"), keep_axes=True
+    )
+    p_i, p_x = read_var(fused, "salt_probability_inline"), read_var(fused, "salt_probability_crossline")
+    u_i, u_x = read_var(fused, "salt_uncertainty_inline"), read_var(fused, "salt_uncertainty_crossline")
+    mean = (p_i + p_x) / 2
+    total = np.sqrt((u_i**2 + u_x**2) / 2 + ((p_i - mean) ** 2 + (p_x - mean) ** 2) / 2)
+    assert np.allclose(read_var(fused, "salt_uncertainty"), total, atol=1e-5)
+
+
+def test_sections_resampled_to_the_training_scale_and_back(
+    survey: tuple[Path, Path], checkpoint: Path, model: torch.nn.Module, tmp_path: Path
+) -> None:
+    import torch.nn.functional as F
+
+    src = survey[0]
+    report = predict_survey([(checkpoint, 1.0)], src, tmp_path / "half.mdio", backend="torch", scale=0.5)
+    half = read_var(tmp_path / "half.mdio")
+    assert half.shape == SHAPE and half.min() >= 0.0 and half.max() <= 1.0
+    from mdio import open_mdio
+
+    assert open_mdio(tmp_path / "half.mdio").attrs["attributes"]["saltseg"]["scale"] == 0.5
+    with segyio.open(str(src)) as f:
+        image = to_uint8(np.asarray(f.iline[f.ilines[2]]), report.clip).T.astype(np.float32) / 255
+
+    def resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        return F.interpolate(torch.from_numpy(a)[None, None], size=shape, mode="bilinear")[0, 0].numpy()
+
+    small = resize(image, (round(image.shape[0] / 2), round(image.shape[1] / 2)))
+    predictor = EnsemblePredictor([model], device="cpu", backend="torch")
+    expected = np.clip(resize(predict_large(predictor, small), image.shape), 0, 1).T
+    assert np.allclose(half[2], expected, atol=1e-5)
+    with pytest.raises(SaltsegError, match="scale"):
+        predict_survey([(checkpoint, 1.0)], src, tmp_path / "x.mdio", scale=0.0)

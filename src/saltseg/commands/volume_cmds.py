@@ -69,6 +69,19 @@ def _volume(p: argparse.ArgumentParser):
     pr.add_argument("--threads", type=int, help="threads per worker (default: the cores split between them)")
     pr.add_argument("--resume", action="store_true", help="continue an unfinished MDIO prediction")
     pr.add_argument("--keep-axes", action="store_true", help="--axis both: keep each axis' probabilities")
+    pr.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="resample every section by this factor before segmenting it (to the training tiles' scale), "
+        "the answer back to the survey's grid (MDIO output)",
+    )
+    pr.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also write salt_uncertainty: the spread of the ensemble's members (and of the two axes with "
+        "--axis both) (MDIO output)",
+    )
     _segy_options(pr)
     pr.add_argument("--endian", choices=["big", "little"], default="big", help="byte order of a SEG-Y file")
     pr.add_argument("--tile", type=int, default=101, help="window side: the training tile size (101)")
@@ -157,10 +170,11 @@ def _predict(args: argparse.Namespace) -> int:
     from saltseg.volume.survey import SEGY_SUFFIXES, survey_format
 
     if args.out.suffix.lower() in SEGY_SUFFIXES:
-        if args.workers or args.scheduler or args.axis == "both" or args.resume:
+        chunked = args.workers or args.scheduler or args.axis == "both" or args.resume
+        if chunked or args.scale != 1.0 or args.uncertainty:
             raise SaltsegError(
-                "--workers, --scheduler, --resume and --axis both write MDIO: give --out NAME.mdio (then "
-                "`saltseg volume convert NAME.mdio NAME.sgy --like SURVEY.sgy` for SEG-Y)"
+                "--workers, --scheduler, --resume, --axis both, --scale and --uncertainty write MDIO: give "
+                "--out NAME.mdio (then `saltseg volume convert NAME.mdio NAME.sgy --like SURVEY.sgy`)"
             )
         if survey_format(args.survey) != "segy":
             raise SaltsegError("a SEG-Y output needs a SEG-Y input; give --out NAME.mdio for an MDIO survey")
@@ -195,9 +209,15 @@ def _predict(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         keep_axes=args.keep_axes,
+        scale=args.scale,
+        uncertainty=args.uncertainty,
         progress=_progress_printer(args.quiet, "traces"),
     )
     print(report.describe())
+    if args.scale != 1.0:
+        print(
+            f"note: every section was resampled by {args.scale:g} to segment it, the answer back to the grid"
+        )
     if report.non_finite:
         print(f"note: {report.non_finite} NaN/Inf amplitudes were read as zero (--nan-as zero)")
     if report.resumed_blocks:

@@ -29,7 +29,14 @@ import torch
 from saltseg.errors import CheckpointError, DataError
 from saltseg.predictor import EnsemblePredictor
 
-__all__ = ["blend_window", "ensemble_of", "load_ensemble", "predict_large", "window_starts"]
+__all__ = [
+    "blend_window",
+    "ensemble_of",
+    "load_ensemble",
+    "predict_large",
+    "predict_large_with_spread",
+    "window_starts",
+]
 
 
 # --------------------------------------------------------------------------- model arguments
@@ -178,6 +185,38 @@ def predict_large(
         else ensemble_of(models, weights, hflip=hflip, channels_last=channels_last, autocast=autocast)
     )
 
+    out, _ = _slide(predictor, image, tile, stride, batch_size, floor, progress, members=False)
+    return out
+
+
+@torch.inference_mode()
+def predict_large_with_spread(
+    predictor: EnsemblePredictor,
+    image: np.ndarray,
+    tile: int = 101,
+    stride: int = 50,
+    batch_size: int = 64,
+    floor: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_large` of an ensemble, and the spread of its members: the weighted standard
+    deviation, per pixel, of each member's blended probabilities around the ensemble's (zero for one
+    model). Members without a mask head are left out of both."""
+    out, spread = _slide(predictor, image, tile, stride, batch_size, floor, None, members=True)
+    assert spread is not None
+    return out, spread
+
+
+def _slide(
+    predictor: EnsemblePredictor,
+    image: np.ndarray,
+    tile: int,
+    stride: int,
+    batch_size: int,
+    floor: float,
+    progress: Callable[[int, int], None] | None,
+    members: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The blended windows of :func:`predict_large` (and, with ``members``, the members' spread)."""
     unit = _as_unit(image)
     height, width = unit.shape
     starts_y, top, bottom = window_starts(height, tile, stride)
@@ -189,18 +228,35 @@ def predict_large(
     blend = blend_window(tile, floor)
     acc = np.zeros(padded.shape, dtype=np.float32)
     norm = np.zeros(padded.shape, dtype=np.float32)
+    per_member: dict[int, np.ndarray] = {}
     total, done = len(starts_y) * len(starts_x), 0
     for batch in _batches(starts_y, starts_x, batch_size):
         windows = np.stack([padded[y : y + tile, x : x + tile] for y, x in batch])
-        probs, _, _ = predictor.predict_unit(torch.from_numpy(windows)[:, None])
+        probs, _, member_probs = predictor.predict_unit(
+            torch.from_numpy(windows)[:, None], with_members=members
+        )
         if probs is None:
             raise CheckpointError("a model without a pixel mask output (a classifier) cannot segment")
         pred = probs.float().cpu().numpy()
         for (y, x), p in zip(batch, pred, strict=True):
             acc[y : y + tile, x : x + tile] += p * blend
             norm[y : y + tile, x : x + tile] += blend
+        for m, mp in enumerate(member_probs):
+            if mp is None:
+                continue
+            target = per_member.setdefault(m, np.zeros(padded.shape, dtype=np.float32))
+            for (y, x), p in zip(batch, mp.float().cpu().numpy(), strict=True):
+                target[y : y + tile, x : x + tile] += p * blend
         done += len(batch)
         if progress is not None:
             progress(done, total)
-    out = acc[top : top + height, left : left + width] / norm[top : top + height, left : left + width]
-    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+    crop = (slice(top, top + height), slice(left, left + width))
+    out = np.clip(acc[crop] / norm[crop], 0.0, 1.0).astype(np.float32, copy=False)
+    if not members:
+        return out, None
+    weights = np.array([predictor.weights[m] for m in per_member], dtype=np.float64)
+    weights /= weights.sum()
+    var = np.zeros(out.shape, dtype=np.float64)
+    for w, m in zip(weights, per_member, strict=True):
+        var += w * (per_member[m][crop] / norm[crop] - out) ** 2
+    return out, np.sqrt(var).astype(np.float32)

@@ -39,7 +39,7 @@ __all__ = ["BlockResult", "SurveyReport", "predict_survey"]
 
 log = logging.getLogger(__name__)
 
-PROBABILITY, MASK = "salt_probability", "salt_mask"
+PROBABILITY, MASK, SPREAD = "salt_probability", "salt_mask", "salt_uncertainty"
 BLOCK_BYTES = 64 * 2**20  # amplitudes of one block (float32): bounds a worker's memory
 MAX_BLOCK = 16
 
@@ -62,6 +62,8 @@ class SurveyJob:
     backend: BackendName = "auto"
     precision: str = "auto"
     threads: int | None = None  # torch / runtime threads per worker process (None: leave as is)
+    scale: float = 1.0  # sections resampled by this factor before the windows, the answer back
+    uncertainty: bool = False  # also the spread of the ensemble's members (and of the axes when fused)
 
 
 @dataclass
@@ -147,16 +149,43 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _segment_section(job: SurveyJob, section: np.ndarray, live: np.ndarray) -> np.ndarray:
-    """(traces, samples) amplitudes -> (traces, samples) float32 probabilities (0 on missing traces)."""
-    from saltseg.inference.sliding import predict_large
+def _resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of a 2-D float array to ``shape``."""
+    import torch
+    import torch.nn.functional as F
 
-    image = to_uint8(np.nan_to_num(section, nan=0.0, posinf=0.0, neginf=0.0), job.clip, job.reverse_polarity)
-    probs = predict_large(
-        _predictor(job), image.T, tile=job.tile, stride=job.stride, batch_size=job.batch_size
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    return F.interpolate(x, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _segment_section(
+    job: SurveyJob, section: np.ndarray, live: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(traces, samples) amplitudes -> (traces, samples) float32 probabilities (0 on missing traces) and,
+    with ``job.uncertainty``, the members' spread."""
+    from saltseg.inference.sliding import predict_large, predict_large_with_spread
+
+    image = to_uint8(
+        np.nan_to_num(section, nan=0.0, posinf=0.0, neginf=0.0), job.clip, job.reverse_polarity
     ).T
+    shape = image.shape
+    if job.scale != 1.0:  # to the training tiles' scale, and the answer back to the section's
+        size = (max(1, round(shape[0] * job.scale)), max(1, round(shape[1] * job.scale)))
+        image = _resample(image.astype(np.float32) / 255.0, size)
+    options = {"tile": job.tile, "stride": job.stride, "batch_size": job.batch_size}
+    if job.uncertainty:
+        probs, spread = predict_large_with_spread(_predictor(job), image, **options)
+    else:
+        probs, spread = predict_large(_predictor(job), image, **options), None
+    if job.scale != 1.0:
+        probs = np.clip(_resample(probs, shape), 0.0, 1.0)
+        spread = None if spread is None else np.maximum(_resample(spread, shape), 0.0)
+    probs = probs.T.copy()
     probs[~live] = 0.0
-    return probs
+    if spread is not None:
+        spread = spread.T.copy()
+        spread[~live] = 0.0
+    return probs, spread
 
 
 def run_section_block(
@@ -175,12 +204,18 @@ def run_section_block(
             survey.path,
         )
     probs = np.zeros(amps.shape, np.float32)
+    spread = np.zeros(amps.shape, np.float32) if job.uncertainty else None
     for k in range(stop - start):
-        if variable.axis == "inline":
-            probs[k] = _segment_section(job, amps[k], live[k])
-        else:
-            probs[:, k] = _segment_section(job, amps[:, k], live[:, k])
+        where = (k,) if variable.axis == "inline" else (slice(None), k)
+        p, u = _segment_section(job, amps[where], live[where])
+        probs[where] = p
+        if spread is not None and u is not None:
+            spread[where] = u
     store.write(variable, start, probs)
+    if spread is not None:
+        store.write(
+            Variable(variable.name.replace(PROBABILITY, SPREAD), "float32", variable.axis), start, spread
+        )
     salt = 0
     if write_mask and job.threshold is not None:
         mask = (probs > job.threshold).astype(np.uint8)
@@ -205,8 +240,14 @@ def run_fuse_block(job: SurveyJob, sources: tuple[str, ...], start: int, stop: i
     """One task: the mean of the per-axis probabilities of inlines ``[start, stop)``."""
     t0 = time.perf_counter()
     store = OutputStore(job.store)
-    probs = np.mean([store.read(name, "inline", start, stop) for name in sources], axis=0, dtype=np.float32)
+    per_axis = [store.read(name, "inline", start, stop) for name in sources]
+    probs = np.mean(per_axis, axis=0, dtype=np.float32)
     store.write(Variable(PROBABILITY, "float32", "inline"), start, probs)
+    if job.uncertainty:  # the law of total variance over the axes' member spreads and their means
+        spreads = [store.read(name.replace(PROBABILITY, SPREAD), "inline", start, stop) for name in sources]
+        var = np.mean([u.astype(np.float64) ** 2 for u in spreads], axis=0)
+        var += np.mean([(m - probs) ** 2 for m in per_axis], axis=0)
+        store.write(Variable(SPREAD, "float32", "inline"), start, np.sqrt(var).astype(np.float32))
     threshold = 0.5 if job.threshold is None else job.threshold
     if job.threshold is not None:
         store.write(Variable(MASK, "uint8", "inline"), start, (probs > threshold).astype(np.uint8))
@@ -309,6 +350,8 @@ def predict_survey(
     backend: BackendName = "auto",
     precision: str = "auto",
     keep_axes: bool = False,
+    scale: float = 1.0,
+    uncertainty: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SurveyReport:
     """Write the salt probability of every sample of the 3-D survey ``src`` into the MDIO dataset ``out``.
@@ -324,6 +367,12 @@ def predict_survey(
         resume: Continue an unfinished prediction of the same inputs and options.
         threshold: Also write ``salt_mask`` (uint8) = probability > threshold.
         keep_axes: Keep the per-axis probabilities of a fused answer (``salt_probability_inline``...).
+        scale: Resample every section by this factor before segmenting it (to the scale of the training
+            tiles: e.g. 0.5 when a survey's salt bodies look twice as large), the answer back to the
+            section's grid; recorded in the dataset's attributes.
+        uncertainty: Also write ``salt_uncertainty``: the weighted standard deviation of the ensemble's
+            members (flip TTA inside each), and with ``axes`` both, of the two axes as well (total
+            variance); zero for one model on one axis.
         progress: Called with ``(traces done, traces total)`` over all passes.
         The other arguments are those of :func:`saltseg.volume.segment_segy`.
     """
@@ -342,6 +391,8 @@ def predict_survey(
         raise SaltsegError(f"nan_as must be 'error' or 'zero', got {nan_as!r}")
     if clip is not None and not clip > 0:
         raise SaltsegError(f"the clip amplitude must be positive, got {clip}")
+    if not 0.05 <= scale <= 20:
+        raise SaltsegError(f"the scale must be between 0.05 and 20, got {scale}")
     started = time.perf_counter()
     store = OutputStore(out)
     for given in [src, *(p for p, _ in checkpoints)]:
@@ -367,12 +418,18 @@ def predict_survey(
         backend=backend,
         precision=precision,
         threads=threads,
+        scale=float(scale),
+        uncertainty=uncertainty,
     )
     fused = len(axes) > 1
     passes = [Variable(f"{PROBABILITY}_{a}" if fused else PROBABILITY, "float32", a) for a in axes]
     variables = list(passes) + ([Variable(PROBABILITY, "float32", "inline")] if fused else [])
     if threshold is not None:
         variables.append(Variable(MASK, "uint8", "inline" if fused else axes[0]))
+    if uncertainty:
+        variables += [Variable(v.name.replace(PROBABILITY, SPREAD), "float32", v.axis) for v in passes]
+        if fused:
+            variables.append(Variable(SPREAD, "float32", "inline"))
     blocks = {a: block_size(survey, a) for a in ("inline", "crossline")}
     plan = {
         "survey": str(survey.path),
@@ -381,7 +438,8 @@ def predict_survey(
         "axes": list(axes),
         "clip": amp_clip,
         "blocks": blocks,
-        "options": [reverse_polarity, nan_as, tile, stride, hflip, threshold, backend, precision],
+        "options": [reverse_polarity, nan_as, tile, stride, hflip, threshold, backend, precision, scale],
+        "uncertainty": uncertainty,
     }
     attrs = {
         "apiVersion": mdio_version,
@@ -393,6 +451,7 @@ def predict_survey(
                 "axes": list(axes),
                 "clip": amp_clip,
                 "threshold": threshold,
+                "scale": scale,
             },
         },
     }
@@ -452,6 +511,7 @@ def predict_survey(
     if fused and not keep_axes:
         for var in passes:
             store.drop(var.name)
+            store.drop(var.name.replace(PROBABILITY, SPREAD))
     result = store.finish()
     live_samples = live_traces * survey.shape[2]
     return SurveyReport(
