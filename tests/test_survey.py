@@ -324,3 +324,41 @@ def test_sections_resampled_to_the_training_scale_and_back(
     assert np.allclose(half[2], expected, atol=1e-5)
     with pytest.raises(SaltsegError, match="scale"):
         predict_survey([(checkpoint, 1.0)], src, tmp_path / "x.mdio", scale=0.0)
+
+
+def test_fitted_amplitudes_match_the_training_tiles_and_ignore_gain_and_shift(
+    survey: tuple[Path, Path], checkpoint: Path, tmp_path: Path
+) -> None:
+    from saltseg.checkpoints import read_metadata
+    from saltseg.errors import CheckpointError
+
+    config, _ = read_metadata(checkpoint)
+    s = open_survey(survey[0])
+    gain, offset = s.amplitude_mapping(config.mean, config.std)
+    pixels = offset + gain * s._sampled_live_amplitudes()
+    p16, p50, p84 = np.percentile(pixels, [16, 50, 84])
+    assert p50 == pytest.approx(255 * config.mean, abs=0.01) and (p84 - p16) / 2 == pytest.approx(
+        255 * config.std
+    )
+    moved = tmp_path / "moved.sgy"  # the same survey, amplitudes x 3 + 500
+    shutil.copy(survey[0], moved)
+    with segyio.open(str(moved), "r+") as f:
+        for i in range(f.tracecount):
+            f.trace[i] = np.asarray(f.trace[i]) * 3 + 500
+    a = predict_survey([(checkpoint, 1.0)], survey[0], tmp_path / "a.mdio", backend="torch", amplitude="fit")
+    predict_survey([(checkpoint, 1.0)], moved, tmp_path / "b.mdio", backend="torch", amplitude="fit")
+    diff = np.abs(read_var(tmp_path / "a.mdio") - read_var(tmp_path / "b.mdio"))
+    assert diff.mean() < 1e-4 and diff.max() < 0.02  # a float32 rounding may move a pixel by one grey level
+    assert a.shape == SHAPE
+    plain = ModelConfig(
+        arch="vanilla_unet",
+        depth=1,
+        base_channels=4,
+        normalize="div255",
+        attention=None,
+        hypercolumn=False,
+        input_size=112,
+    )
+    div255 = save_weights(create_model(plain).eval(), tmp_path / "div255.safetensors")
+    with pytest.raises(CheckpointError, match="standardise"):
+        predict_survey([(div255, 1.0)], survey[0], tmp_path / "c.mdio", backend="torch", amplitude="fit")

@@ -97,6 +97,13 @@ def _volume(p: argparse.ArgumentParser):
         help="percentile of |amplitude| mapped to the ends of the uint8 range (99)",
     )
     pr.add_argument("--clip", type=float, help="absolute clip amplitude (overrides --clip-percentile)")
+    pr.add_argument(
+        "--amplitude",
+        choices=["clip", "fit"],
+        default="clip",
+        help="amplitudes to uint8: clip (128 + 127 a / clip, the default) or fit (the survey's median and "
+        "spread mapped to the training tiles' pixel mean and std, from the model's metadata; MDIO output)",
+    )
     pr.add_argument("--reverse-polarity", action="store_true", help="negate amplitudes before scaling")
     pr.add_argument(
         "--nan-as",
@@ -171,9 +178,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.out.suffix.lower() in SEGY_SUFFIXES:
         chunked = args.workers or args.scheduler or args.axis == "both" or args.resume
-        if chunked or args.scale != 1.0 or args.uncertainty:
+        if chunked or args.scale != 1.0 or args.uncertainty or args.amplitude != "clip":
             raise SaltsegError(
-                "--workers, --scheduler, --resume, --axis both, --scale and --uncertainty write MDIO: give "
+                "--workers, --scheduler, --resume, --axis both, --scale, --uncertainty and --amplitude fit "
+                "write MDIO: give "
                 "--out NAME.mdio (then `saltseg volume convert NAME.mdio NAME.sgy --like SURVEY.sgy`)"
             )
         if survey_format(args.survey) != "segy":
@@ -211,6 +219,7 @@ def _predict(args: argparse.Namespace) -> int:
         keep_axes=args.keep_axes,
         scale=args.scale,
         uncertainty=args.uncertainty,
+        amplitude=args.amplitude,
         progress=_progress_printer(args.quiet, "traces"),
     )
     print(report.describe())

@@ -63,6 +63,7 @@ class SurveyJob:
     precision: str = "auto"
     threads: int | None = None  # torch / runtime threads per worker process (None: leave as is)
     scale: float = 1.0  # sections resampled by this factor before the windows, the answer back
+    mapping: tuple[float, float] | None = None  # (gain, offset) to uint8 instead of the clip
     uncertainty: bool = False  # also the spread of the ensemble's members (and of the axes when fused)
 
 
@@ -165,9 +166,12 @@ def _segment_section(
     with ``job.uncertainty``, the members' spread."""
     from saltseg.inference.sliding import predict_large, predict_large_with_spread
 
-    image = to_uint8(
-        np.nan_to_num(section, nan=0.0, posinf=0.0, neginf=0.0), job.clip, job.reverse_polarity
-    ).T
+    amps = np.nan_to_num(section, nan=0.0, posinf=0.0, neginf=0.0)
+    if job.mapping is not None:
+        gain, offset = job.mapping
+        image = np.clip(np.rint(offset + gain * amps.T), 0, 255).astype(np.uint8)
+    else:
+        image = to_uint8(amps, job.clip, job.reverse_polarity).T
     shape = image.shape
     if job.scale != 1.0:  # to the training tiles' scale, and the answer back to the section's
         size = (max(1, round(shape[0] * job.scale)), max(1, round(shape[1] * job.scale)))
@@ -267,6 +271,28 @@ def run_fuse_block(job: SurveyJob, sources: tuple[str, ...], start: int, stop: i
 # --------------------------------------------------------------------------- client side
 
 
+def _training_pixel_stats(checkpoints: Sequence[str | Path]) -> tuple[float, float]:
+    """The training tiles' pixel mean and std (of image/255) the members keep in their metadata, averaged.
+
+    Raises:
+        CheckpointError: A member does not standardise its input (no statistics of its training tiles).
+    """
+    from saltseg.checkpoints import read_metadata
+    from saltseg.errors import CheckpointError
+
+    stats = []
+    for path in checkpoints:
+        config, _ = read_metadata(path)
+        if config.normalize != "standardize":
+            raise CheckpointError(
+                "--amplitude fit needs models that standardise their input (model.normalize: standardize); "
+                "this one divides by 255 and keeps no statistics of its training tiles: use --amplitude clip",
+                path,
+            )
+        stats.append((config.mean, config.std))
+    return float(np.mean([m for m, _ in stats])), float(np.mean([s for _, s in stats]))
+
+
 def block_size(survey: Survey, axis: Axis3D) -> int:
     """Sections per block: at most :data:`MAX_BLOCK`, and at most :data:`BLOCK_BYTES` of amplitudes."""
     ni, nx, ns = survey.shape
@@ -352,6 +378,7 @@ def predict_survey(
     keep_axes: bool = False,
     scale: float = 1.0,
     uncertainty: bool = False,
+    amplitude: Literal["clip", "fit"] = "clip",
     progress: Callable[[int, int], None] | None = None,
 ) -> SurveyReport:
     """Write the salt probability of every sample of the 3-D survey ``src`` into the MDIO dataset ``out``.
@@ -370,6 +397,10 @@ def predict_survey(
         scale: Resample every section by this factor before segmenting it (to the scale of the training
             tiles: e.g. 0.5 when a survey's salt bodies look twice as large), the answer back to the
             section's grid; recorded in the dataset's attributes.
+        amplitude: ``clip``: amplitudes mapped to uint8 with ``128 + 127 a / clip`` (the clip a percentile
+            of |a|); ``fit``: the linear map that gives the survey (robustly: median and 16-84 percentile
+            spread) the pixel mean and standard deviation of the model's training tiles, which a
+            standardising model keeps in its metadata (``model.mean`` / ``model.std``).
         uncertainty: Also write ``salt_uncertainty``: the weighted standard deviation of the ensemble's
             members (flip TTA inside each), and with ``axes`` both, of the two axes as well (total
             variance); zero for one model on one axis.
@@ -401,6 +432,14 @@ def predict_survey(
     store.check_new(resume)
     survey = open_survey(src, iline, xline, endian)
     amp_clip = float(clip) if clip is not None else survey.amplitude_clip(clip_percentile)
+    if amplitude not in ("clip", "fit"):
+        raise SaltsegError(f"amplitude must be clip or fit, got {amplitude!r}")
+    mapping = None
+    if amplitude == "fit":
+        mean, std = _training_pixel_stats([p for p, _ in checkpoints])
+        gain, offset = survey.amplitude_mapping(mean, std)
+        # reversed polarity: the map of -a, whose median is minus the survey's
+        mapping = (-gain, 2 * 255.0 * mean - offset) if reverse_polarity else (gain, offset)
     if threads is None and workers and scheduler is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
     job = SurveyJob(
@@ -420,6 +459,7 @@ def predict_survey(
         threads=threads,
         scale=float(scale),
         uncertainty=uncertainty,
+        mapping=mapping,
     )
     fused = len(axes) > 1
     passes = [Variable(f"{PROBABILITY}_{a}" if fused else PROBABILITY, "float32", a) for a in axes]
@@ -440,6 +480,7 @@ def predict_survey(
         "blocks": blocks,
         "options": [reverse_polarity, nan_as, tile, stride, hflip, threshold, backend, precision, scale],
         "uncertainty": uncertainty,
+        "mapping": list(mapping) if mapping else None,
     }
     attrs = {
         "apiVersion": mdio_version,
@@ -452,6 +493,7 @@ def predict_survey(
                 "clip": amp_clip,
                 "threshold": threshold,
                 "scale": scale,
+                "amplitude_mapping": list(mapping) if mapping else None,
             },
         },
     }

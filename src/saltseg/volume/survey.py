@@ -87,17 +87,39 @@ class Survey:
             [np.asarray(f.xline[int(xl)], dtype=np.float32) for xl in self.xlines[start:stop]], axis=1
         )
 
+    def _sampled_live_amplitudes(self) -> np.ndarray:
+        """Finite amplitudes of the live traces of up to :data:`CLIP_SECTIONS` inlines spread over the
+        survey (the same sample in every worker)."""
+        n = len(self.ilines)
+        picks = np.unique(np.linspace(0, n - 1, min(n, CLIP_SECTIONS)).round().astype(int))
+        values = np.concatenate(
+            [self.read("inline", int(i), int(i) + 1)[0][self.live[int(i)]].ravel() for i in picks]
+        )
+        return values[np.isfinite(values)]
+
+    def amplitude_mapping(self, mean: float, std: float) -> tuple[float, float]:
+        """``(gain, offset)`` of the linear map to uint8 that gives the survey's amplitudes the training
+        tiles' pixel mean and standard deviation (``mean``, ``std`` of image/255, as a standardising model
+        stores them), measured robustly: the median lands on the mean, half the 16-84 percentile range on
+        the standard deviation."""
+        values = self._sampled_live_amplitudes()
+        if values.size == 0:
+            raise DataError("no finite amplitude in the sampled live traces", self.path)
+        p16, p50, p84 = np.percentile(values, [16, 50, 84])
+        spread = (p84 - p16) / 2
+        if not spread > 0:
+            raise DataError(
+                "the amplitudes have no spread (a constant survey?): use --amplitude clip", self.path
+            )
+        gain = 255.0 * std / spread
+        return float(gain), float(255.0 * mean - gain * p50)
+
     def amplitude_clip(self, percentile: float = 99.0) -> float:
         """The ``percentile`` of |amplitude| of the live traces of up to :data:`CLIP_SECTIONS` inlines spread
         over the survey (1.0 if that is zero or not finite): the same number in every worker."""
         if not 0.0 < percentile <= 100.0:
             raise DataError(f"the clip percentile must be in (0, 100], got {percentile}")
-        n = len(self.ilines)
-        picks = np.unique(np.linspace(0, n - 1, min(n, CLIP_SECTIONS)).round().astype(int))
-        values = np.concatenate(
-            [np.abs(self.read("inline", int(i), int(i) + 1)[0][self.live[int(i)]]).ravel() for i in picks]
-        )
-        values = values[np.isfinite(values)]
+        values = np.abs(self._sampled_live_amplitudes())
         clip = float(np.percentile(values, percentile)) if values.size else 0.0
         return clip if np.isfinite(clip) and clip > 0 else 1.0
 
