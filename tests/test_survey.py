@@ -197,12 +197,15 @@ def test_bad_inputs_and_outputs_are_one_clear_error(
         trace = np.array(f.trace[7])
         trace[5] = np.nan
         f.trace[7] = trace
+    truncated = tmp_path / "truncated.sgy"
+    truncated.write_bytes(survey[0].read_bytes()[:-5000])
     existing = tmp_path / "exists.mdio"
     existing.mkdir()
     base = ["volume", "predict", str(checkpoint)]
     for argv, message in [
         ([*base, str(garbage), "--out", str(tmp_path / "o1.mdio")], "not a readable SEG-Y file"),
         ([*base, str(tmp_path / "missing.sgy"), "--out", str(tmp_path / "o2.mdio")], "not found"),
+        ([*base, str(truncated), "--out", str(tmp_path / "o5.mdio")], "SEG-Y"),
         ([*base, str(not_mdio), "--out", str(tmp_path / "o3.mdio")], "not a readable MDIO"),
         ([*base, str(nan_survey), "--out", str(tmp_path / "o4.mdio")], "NaN or Inf"),
         ([*base, str(survey[0]), "--out", str(existing)], "the output exists"),
