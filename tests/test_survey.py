@@ -211,6 +211,8 @@ def test_bad_inputs_and_outputs_are_one_clear_error(
         ([*base, str(survey[0]), "--out", str(existing)], "the output exists"),
         ([*base, str(survey[0]), "--out", str(survey[0])], "overwrite the input"),
         ([*base, str(survey[0]), "--out", str(tmp_path / "o.sgy"), "--workers", "2"], "write MDIO"),
+        ([*base, str(survey[0]), "--out", str(tmp_path / "o.sgy"), "--uncertainty"], "write MDIO"),
+        ([*base, str(survey[0]), "--out", str(tmp_path / "o.sgy"), "--amplitude", "fit"], "write MDIO"),
         (["volume", "synth", str(tmp_path / "s.sgy"), "--shape", "4,4"], "--shape"),
         (["volume", "convert", str(garbage), str(tmp_path / "g.mdio")], "MDIO cannot ingest"),
     ]:
