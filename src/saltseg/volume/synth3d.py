@@ -59,26 +59,32 @@ class SyntheticSurvey:
         trace = np.convolve(refl, wavelet, mode="same")
         self._strata = (trace / (trace.std() + 1e-9)).astype(np.float32)
         self._wavelet = wavelet.astype(np.float32)
-        self._dip = rng.uniform(-0.15, 0.15, 2) * ns / span
+        # plain Python floats: a NumPy float64 scalar would turn every float32 array below into float64
+        self._dip = [float(d) for d in rng.uniform(-0.15, 0.15, 2) * ns / span]
         self._fold = [
-            (rng.uniform(0.03, 0.08) * ns, rng.uniform(0.5, 1.5) * span, rng.uniform(0, 2 * np.pi), axis)
+            (
+                float(rng.uniform(0.03, 0.08) * ns),
+                float(rng.uniform(0.5, 1.5) * span),
+                float(rng.uniform(0, 2 * np.pi)),
+                axis,
+            )
             for axis in (0, 1)
         ]
-        angle = rng.uniform(0, np.pi)
+        angle = float(rng.uniform(0, np.pi))
         self._fault = (
-            np.cos(angle),
-            np.sin(angle),
-            rng.uniform(0.2, 0.8) * span,
-            rng.uniform(0.03, 0.08) * ns,
+            float(np.cos(angle)),
+            float(np.sin(angle)),
+            float(rng.uniform(0.2, 0.8) * span),
+            float(rng.uniform(0.03, 0.08) * ns),
         )
         self._domes = [
             _Dome(
-                cx=rng.uniform(0.2, 0.8) * ni,
-                cy=rng.uniform(0.2, 0.8) * nx,
-                top=rng.uniform(0.2, 0.5) * ns,
-                cap=rng.uniform(0.2, 0.35) * span,
-                stem=rng.uniform(0.1, 0.2) * span,
-                curvature=rng.uniform(0.5, 1.5) * ns / span**2,
+                cx=float(rng.uniform(0.2, 0.8) * ni),
+                cy=float(rng.uniform(0.2, 0.8) * nx),
+                top=float(rng.uniform(0.2, 0.5) * ns),
+                cap=float(rng.uniform(0.2, 0.35) * span),
+                stem=float(rng.uniform(0.1, 0.2) * span),
+                curvature=float(rng.uniform(0.5, 1.5) * ns / span**2),
             )
             for _ in range(int(rng.integers(1, 4)))
         ]
@@ -114,11 +120,16 @@ class SyntheticSurvey:
             ]
         )
         amps[salt] = 0.15 * noise[salt]  # salt: weak, chaotic
-        edge = np.diff(salt.astype(np.float32), axis=2, prepend=0.0)  # +1 top salt, -1 base
-        from scipy.ndimage import convolve1d
-
-        amps += 2.5 * convolve1d(edge, self._wavelet, axis=2, mode="constant")
-        amps += 0.05 * noise
+        # top salt (+1) and base (-1): a few samples per trace, each given a wavelet
+        edge = np.diff(salt.astype(np.int8), axis=2, prepend=np.int8(0))
+        i, j, k = np.nonzero(edge)
+        sign = edge[i, j, k].astype(np.float32)
+        half = len(self._wavelet) // 2
+        for d, w in enumerate(self._wavelet):
+            at = k + d - half
+            ok = (at >= 0) & (at < ns)
+            np.add.at(amps, (i[ok], j[ok], at[ok]), np.float32(2.5 * w) * sign[ok])
+        amps += np.float32(0.05) * noise
         return amps, salt
 
     def write_segy(self, path: str | Path, labels: str | Path | None = None) -> Path:
