@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Dask workers for every size")
     ap.add_argument("--stride", type=int, default=101, help="window stride (101: no overlap)")
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--no-tta", action="store_true", help="no flip TTA (half the passes)")
     ap.add_argument("--dir", type=Path, default=Path("/tmp/saltseg-volume"))
     ap.add_argument("--json", type=Path, help="results file (default benchmarks/results/volume-DATE.json)")
     args = ap.parse_args()
@@ -61,15 +62,24 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "model": args.model,
         "stride": args.stride,
+        "tta": not args.no_tta,
         "runs": [],
     }
     members = [(args.model, 1.0)]
 
     def run(src: Path, out: Path, workers: int, **kw: object) -> dict:
         shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)  # of a killed earlier run
         t0 = time.perf_counter()
         report = predict_survey(
-            members, src, out, workers=workers, stride=args.stride, backend=args.backend, **kw
+            members,
+            src,
+            out,
+            workers=workers,
+            stride=args.stride,
+            backend=args.backend,
+            hflip=not args.no_tta,
+            **kw,
         )
         seconds = time.perf_counter() - t0
         traces = report.live_traces * len(report.axes)
