@@ -470,7 +470,11 @@ def predict_survey(
         variables += [Variable(v.name.replace(PROBABILITY, SPREAD), "float32", v.axis) for v in passes]
         if fused:
             variables.append(Variable(SPREAD, "float32", "inline"))
-    blocks = {a: block_size(survey, a) for a in ("inline", "crossline")}
+    # one block size for both axes: every variable is chunked (block, block, samples), so a block of
+    # inlines or of crosslines covers whole chunks (written without a lock) and reading one axis' blocks
+    # from the other's results touches only the chunks it needs (the fusion's memory stays flat)
+    size = min(block_size(survey, "inline"), block_size(survey, "crossline"))
+    blocks = {"inline": size, "crossline": size}
     plan = {
         "survey": str(survey.path),
         "shape": list(survey.shape),

@@ -2,8 +2,9 @@
 
 The dataset has the survey's axes as coordinates (``inline``, ``crossline``, ``time`` or ``depth``, and
 ``cdp_x`` / ``cdp_y`` when the input had them), its ``trace_mask`` and one float32 (probabilities) or
-uint8 (0/1 mask) variable per output, chunked so that a block of whole inlines (or crosslines) covers
-whole chunks: Dask workers write their blocks at the same time without a lock. The top-level attributes
+uint8 (0/1 mask) variable per output, chunked (block, block, samples) so that a block of whole inlines
+(or crosslines) covers whole chunks: Dask workers write their blocks at the same time without a lock, and
+reading inline blocks of a crossline pass touches only the chunks needed. The top-level attributes
 follow MDIO v1 (``apiVersion``, ``name``, ``attributes.defaultVariableName``), so ``mdio.open_mdio`` and
 ``xarray.open_zarr`` open it.
 
@@ -76,8 +77,9 @@ class OutputStore:
         attrs: dict,
         resume: bool,
     ) -> None:
-        """Create the empty dataset in ``OUT.partial``, each variable chunked by ``blocks[its axis]`` sections
-        (or, with ``resume``, check that the one there was planned the same way)."""
+        """Create the empty dataset in ``OUT.partial``, every variable chunked ``(blocks["inline"],
+        blocks["crossline"], samples)`` (or, with ``resume``, check that the one there was planned the same
+        way)."""
         plan_file = self.state / "plan.json"
         if self.partial.exists():
             try:
@@ -106,8 +108,10 @@ class OutputStore:
         encoding: dict = {}
         dims = ("inline", "crossline", survey.sample_dim)
         for v in variables:
-            chunks = (blocks[v.axis], nx, ns) if v.axis == "inline" else (ni, blocks[v.axis], ns)
-            chunks = tuple(min(c, n) for c, n in zip(chunks, (ni, nx, ns), strict=True))
+            chunks = tuple(
+                min(c, n)
+                for c, n in zip((blocks["inline"], blocks["crossline"], ns), (ni, nx, ns), strict=True)
+            )
             data_vars[v.name] = (dims, da.zeros((ni, nx, ns), dtype=v.dtype, chunks=chunks))
             encoding[v.name] = {"chunks": chunks}
             if v.dtype == "uint8":
