@@ -145,6 +145,14 @@ def _predictor(job: SurveyJob):
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory: Linux's ``VmHWM`` (of this address space only; ``ru_maxrss``
+    would carry over the memory of the process that spawned it), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
