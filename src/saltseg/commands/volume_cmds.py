@@ -202,18 +202,7 @@ def _predict(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         threads=args.threads,
         resume=args.resume,
-        iline=args.iline,
-        xline=args.xline,
-        endian=args.endian,
-        tile=args.tile,
-        stride=args.stride,
-        batch_size=args.batch_size,
-        hflip=not args.no_tta,
-        threshold=args.threshold,
-        clip_percentile=args.clip_percentile,
-        clip=args.clip,
-        reverse_polarity=args.reverse_polarity,
-        nan_as=args.nan_as,
+        **_section_options(args),
         backend=args.backend,
         precision=args.precision,
         keep_axes=args.keep_axes,
@@ -227,11 +216,33 @@ def _predict(args: argparse.Namespace) -> int:
         print(
             f"note: every section was resampled by {args.scale:g} to segment it, the answer back to the grid"
         )
-    if report.non_finite:
-        print(f"note: {report.non_finite} NaN/Inf amplitudes were read as zero (--nan-as zero)")
+    _print_non_finite(report.non_finite)
     if report.resumed_blocks:
         print(f"note: {report.resumed_blocks} of {report.blocks} blocks were already written (--resume)")
     return 0
+
+
+def _section_options(args: argparse.Namespace) -> dict:
+    """The options both survey paths (one-process SEG-Y and block by block) take from the command line."""
+    return {
+        "iline": args.iline,
+        "xline": args.xline,
+        "endian": args.endian,
+        "tile": args.tile,
+        "stride": args.stride,
+        "batch_size": args.batch_size,
+        "hflip": not args.no_tta,
+        "threshold": args.threshold,
+        "clip_percentile": args.clip_percentile,
+        "clip": args.clip,
+        "reverse_polarity": args.reverse_polarity,
+        "nan_as": args.nan_as,
+    }
+
+
+def _print_non_finite(count: int) -> None:
+    if count:
+        print(f"note: {count} NaN/Inf amplitudes were read as zero (--nan-as zero)")
 
 
 def _predict_segy(args: argparse.Namespace) -> int:
@@ -250,18 +261,7 @@ def _predict_segy(args: argparse.Namespace) -> int:
         args.out,
         weights=weights,
         axis=args.axis,
-        iline=args.iline,
-        xline=args.xline,
-        endian=args.endian,
-        tile=args.tile,
-        stride=args.stride,
-        batch_size=args.batch_size,
-        hflip=not args.no_tta,
-        threshold=args.threshold,
-        clip_percentile=args.clip_percentile,
-        clip=args.clip,
-        reverse_polarity=args.reverse_polarity,
-        nan_as=args.nan_as,
+        **_section_options(args),
         channels_last=args.channels_last,
         notify=lambda msg: print(f"warning: {args.survey}: {msg}", file=sys.stderr),
         progress=_progress_printer(args.quiet, "sections"),
@@ -275,8 +275,7 @@ def _predict_segy(args: argparse.Namespace) -> int:
         f"({sections}, {len(models)} model(s) on {report.backend}, clip {report.clip:.4g}), "
         f"salt in {100 * report.salt_fraction:.1f}% of the samples, {report.seconds:.1f} s"
     )
-    if report.non_finite:
-        print(f"note: {report.non_finite} NaN/Inf amplitudes were read as zero (--nan-as zero)")
+    _print_non_finite(report.non_finite)
     return 0
 
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from saltseg.backends import BackendName
 from saltseg.errors import DataError, SaltsegError
+from saltseg.volume.segment import check_section_options
 from saltseg.volume.segy import to_uint8
 from saltseg.volume.store import OutputStore, Variable
 from saltseg.volume.survey import Axis3D, Survey, open_survey
@@ -420,16 +421,9 @@ def predict_survey(
     axes = tuple(dict.fromkeys(axes))
     if not axes or any(a not in ("inline", "crossline") for a in axes):
         raise SaltsegError(f"axes must be inline and/or crossline, got {list(axes)}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise SaltsegError(f"the threshold must be in [0, 1], got {threshold}")
-    if tile < 1 or not 1 <= stride <= tile:
-        raise SaltsegError(f"need 1 <= stride <= tile, got stride {stride} and tile {tile}")
+    check_section_options(threshold, tile, stride, batch_size, clip, nan_as)
     if workers < 0:
         raise SaltsegError(f"workers must be 0 (this process) or more, got {workers}")
-    if nan_as not in ("error", "zero"):
-        raise SaltsegError(f"nan_as must be 'error' or 'zero', got {nan_as!r}")
-    if clip is not None and not clip > 0:
-        raise SaltsegError(f"the clip amplitude must be positive, got {clip}")
     if not 0.05 <= scale <= 20:
         raise SaltsegError(f"the scale must be between 0.05 and 20, got {scale}")
     started = time.perf_counter()

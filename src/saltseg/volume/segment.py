@@ -48,6 +48,23 @@ class VolumeReport:
     backend: str = "torch"  # the inference backend that ran the models
 
 
+def check_section_options(
+    threshold: float | None, tile: int, stride: int, batch_size: int, clip: float | None, nan_as: str
+) -> None:
+    """The options every survey path shares (this one and :func:`saltseg.volume.predict_survey`), checked
+    before anything is read or written: one :class:`SaltsegError` per bad value."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise SaltsegError(f"the threshold must be in [0, 1], got {threshold}")
+    if tile < 1 or not 1 <= stride <= tile:
+        raise SaltsegError(f"need 1 <= stride <= tile, got stride {stride} and tile {tile}")
+    if batch_size < 1:
+        raise SaltsegError(f"the batch size must be >= 1, got {batch_size}")
+    if clip is not None and not clip > 0:
+        raise SaltsegError(f"the clip amplitude must be positive, got {clip}")
+    if nan_as not in ("error", "zero"):
+        raise SaltsegError(f"nan_as must be 'error' or 'zero', got {nan_as!r}")
+
+
 def segment_segy(
     models: Sequence[torch.nn.Module],
     src: str | Path,
@@ -105,16 +122,7 @@ def segment_segy(
     """
     if axis not in ("inline", "crossline", "traces"):
         raise SaltsegError(f"axis must be inline, crossline or traces, got {axis!r}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise SaltsegError(f"the threshold must be in [0, 1], got {threshold}")
-    if tile < 1 or not 1 <= stride <= tile:
-        raise SaltsegError(f"need 1 <= stride <= tile, got stride {stride} and tile {tile}")
-    if batch_size < 1:
-        raise SaltsegError(f"the batch size must be >= 1, got {batch_size}")
-    if clip is not None and not clip > 0:
-        raise SaltsegError(f"the clip amplitude must be positive, got {clip}")
-    if nan_as not in ("error", "zero"):
-        raise SaltsegError(f"nan_as must be 'error' or 'zero', got {nan_as!r}")
+    check_section_options(threshold, tile, stride, batch_size, clip, nan_as)
     check_output_file(dst, inputs=[src])  # never the survey itself, never a folder
     start = time.perf_counter()
     non_finite = 0
