@@ -66,6 +66,12 @@ def read_submission(path: str | Path, shape: tuple[int, int] = (101, 101)) -> di
     return out
 
 
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV whose columns :func:`read_csv_column_pairs` already checked."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return [c.strip() for c in next(csv.reader(f), [])]
+
+
 def check_submission(path: str | Path, data_dir: str | Path) -> list[str]:
     """Problems of a submission for the test tiles of ``data_dir`` (empty list when valid).
 
@@ -80,6 +86,9 @@ def check_submission(path: str | Path, data_dir: str | Path) -> list[str]:
     )
     rows = read_csv_column_pairs(path, "id", "rle_mask")
     problems: list[str] = []
+    header = _header(path)
+    if tuple(header) != HEADER:  # Kaggle takes exactly these two columns
+        problems.append(f"{path}: columns {header}, expected exactly {list(HEADER)}")
     ids = [i for i, _ in rows]
     dup = sorted(k for k, n in Counter(ids).items() if n > 1)
     if dup:

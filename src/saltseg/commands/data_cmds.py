@@ -42,7 +42,11 @@ def _data(p: argparse.ArgumentParser):
             return 0 if rep.ok else 1
         from saltseg.data.folds import save_folds
         from saltseg.training.data import folds_for
+        from saltseg.utils.io import check_output_file, refuse_foreign_file
 
+        # never over the dataset's own files, nor over a file that is not an earlier folds CSV
+        check_output_file(args.out, datasets=[args.data_dir])
+        refuse_foreign_file(args.out, _is_folds_csv, "a folds CSV (id,fold)")
         folds = folds_for(args.data_dir, k=args.k, by=args.by, seed=args.seed)
         save_folds(args.out, folds)
         counts = [sum(1 for v in folds.values() if v == i) for i in range(args.k)]
@@ -50,6 +54,15 @@ def _data(p: argparse.ArgumentParser):
         return 0
 
     return run
+
+
+def _is_folds_csv(path: Path) -> bool:
+    """True when ``path`` starts with the ``id,fold`` header of ``data folds`` (an earlier output)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip().replace(" ", "") == "id,fold"
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @command(

@@ -8,6 +8,29 @@ from pathlib import Path
 from saltseg.cli import command
 
 
+def _is_saltseg_report(path: Path) -> bool:
+    """True when ``path`` is an HTML page of ``saltseg report`` (an earlier output it may replace)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = f.read(1 << 20)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith("<!DOCTYPE html>") and "by saltseg report</p>" in head
+
+
+def _is_show_png(path: Path) -> bool:
+    """True when ``path`` is a PNG that ``saltseg show`` drew (its ``Software`` text), not a tile."""
+    from PIL import Image
+
+    from saltseg.diagnostics.show import SHOW_SOFTWARE
+
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.info.get("Software") == SHOW_SOFTWARE
+    except Exception:  # not an image at all
+        return False
+
+
 @command(
     "report",
     "Write one self-contained HTML report (curves, score breakdowns, threshold, galleries) of runs.",
@@ -22,7 +45,10 @@ def _report(p: argparse.ArgumentParser):
 
         matplotlib.use("Agg")
         from saltseg.diagnostics.report import write_report
+        from saltseg.utils.io import check_output_file, refuse_foreign_file
 
+        check_output_file(args.out, inputs=args.runs, may_replace=_is_saltseg_report)
+        refuse_foreign_file(args.out, _is_saltseg_report, "a report saltseg wrote")
         out = write_report(args.runs, args.out)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
         return 0
@@ -46,7 +72,11 @@ def _show(p: argparse.ArgumentParser):
 
         matplotlib.use("Agg")
         from saltseg.diagnostics.show import show_tiles
+        from saltseg.utils.io import check_output_file, refuse_foreign_file
 
+        inputs = [args.pred] if args.pred else []
+        check_output_file(args.out, inputs=inputs, datasets=[args.data_dir], may_replace=_is_show_png)
+        refuse_foreign_file(args.out, _is_show_png, "a picture saltseg show drew")
         out = show_tiles(args.data_dir, args.ids, args.out, args.pred)
         print(f"wrote {out}")
         return 0

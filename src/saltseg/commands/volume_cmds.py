@@ -349,6 +349,17 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_saltseg_onnx(path: Path) -> bool:
+    """True when ``path`` is an ONNX graph ``saltseg export`` wrote (its ``saltseg_members`` metadata)."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX (protobuf's errors have no common base)
+        return False
+    return any(prop.key == "saltseg_members" for prop in model.metadata_props)
+
+
 @command(
     "export",
     "Export a model or an ensemble (averaged, flip TTA inside) to one ONNX graph of probabilities.",
@@ -370,7 +381,11 @@ def _export(p: argparse.ArgumentParser):
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.export import export_onnx
+        from saltseg.utils.io import check_output_file, refuse_foreign_file
 
+        # never over a model it reads, nor over a file that is not a graph saltseg exported
+        check_output_file(args.onnx, inputs=args.models, may_replace=_is_saltseg_onnx)
+        refuse_foreign_file(args.onnx, _is_saltseg_onnx, "an ONNX graph saltseg exported")
         report = export_onnx(
             args.models,
             args.onnx,

@@ -24,10 +24,10 @@ COLORS = {"train": "#2563eb", "val": "#f97316", "score": "#16a34a", "lr": "#7c3a
 SERIES = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#7c3aed", "#0891b2", "#ca8a04", "#db2777"]
 
 
-def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes, with no metadata."""
+def png_bytes(fig: Figure, dpi: int = 100, software: str | None = None) -> bytes:
+    """The figure as PNG bytes, with no metadata but ``software`` (the command that drew it) if given."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": software})
     return buf.getvalue()
 
 

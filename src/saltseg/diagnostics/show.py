@@ -26,6 +26,10 @@ def _predictions(pred: Path) -> dict[str, np.ndarray]:
     return read_submission(csv_path)
 
 
+SHOW_SOFTWARE = "saltseg show"
+"""The PNG ``Software`` text of the pictures ``saltseg show`` draws (the only files it replaces)."""
+
+
 def show_tiles(data_dir: str | Path, ids: list[str], out: str | Path, pred: str | Path | None = None) -> Path:
     """Write a PNG with one row per tile: image, truth mask (labelled tiles) and the prediction of
     ``pred`` (a prediction folder's ``masks.csv`` or a submission CSV) with its score."""
@@ -58,7 +62,7 @@ def show_tiles(data_dir: str | Path, ids: list[str], out: str | Path, pred: str 
                 notes.append(what)
     fig = show_figure(ids, images, truths, preds, notes)
     out = Path(out)
-    data = png_bytes(fig, dpi=110)
+    data = png_bytes(fig, dpi=110, software=SHOW_SOFTWARE)  # tells show's own pictures from the user's
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
     return out

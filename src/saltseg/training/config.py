@@ -43,7 +43,7 @@ class DataConfig(_Strict):
 
     folds: int = Field(5, ge=2)
     stratify: Literal["depth", "coverage", "depth_coverage", "random"] = "depth"
-    fold_seed: int = 0
+    fold_seed: int = Field(0, ge=0, le=2**32 - 1)
     cache: bool = True
     pseudo_labels: str | None = None
     pseudo_mode: Literal["mix", "pretrain"] = "mix"
@@ -217,7 +217,7 @@ class ExperimentConfig(_Strict):
     """A whole experiment: data split, model, augmentations, stages, SWA and engine settings."""
 
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds: 0 .. 2^32 - 1
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -91,6 +91,13 @@ def prepare_run(
         )
     if writer and resume and run.config_file.exists():
         _check_resume_matches(cfg, data_dir, out)
+    if writer and out.exists() and not out.is_dir():
+        raise SaltsegError("the run folder exists and is a file; choose another --out", out)
+    if writer and Path(data_dir).is_dir() and out.resolve().is_relative_to(Path(data_dir).resolve()):
+        raise SaltsegError(
+            f"the run folder lies inside the dataset folder {data_dir}; saltseg never writes into a dataset",
+            out,
+        )
     if tiles is None:
         tiles = LabelledTiles.load(data_dir, cache=cfg.data.cache, skip_missing=cfg.data.skip_missing)
     folds_csv = run.folds_file

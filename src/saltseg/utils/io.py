@@ -204,6 +204,21 @@ def check_output_file(
             raise DataError(f"the output would overwrite the input {src}; choose another output", out)
 
 
+def refuse_foreign_file(out: str | Path, is_own: Callable[[Path], bool], what: str) -> None:
+    """Refuse an existing ``out`` that is not ``what`` (an earlier output of the same command).
+
+    Raises:
+        DataError: ``out`` is a folder, or an existing file for which ``is_own(out)`` is false.
+    """
+    from saltseg.errors import DataError
+
+    out = Path(out)
+    if out.is_dir():
+        raise DataError("the output is a folder; give a file name", out)
+    if out.exists() and not is_own(out):
+        raise DataError(f"exists and is not {what}; saltseg replaces only its own outputs", out)
+
+
 def claim_output_dir(out: str | Path, kind: str, fresh: bool = False) -> Path:
     """Make ``out`` a saltseg folder of ``kind`` (marker file inside), or check that it already is.
 
