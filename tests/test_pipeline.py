@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from saltseg.artifacts.records import PipelineSummary, read_record
 from saltseg.cli import main
 from saltseg.data.rle import rle_decode
 from saltseg.errors import DataError
@@ -35,7 +36,7 @@ def pipe_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, cfg
 
 
-def run_pseudo_pipeline(pipe_data: tuple[Path, Path], out: Path, rounds: int = 1) -> dict:
+def run_pseudo_pipeline(pipe_data: tuple[Path, Path], out: Path, rounds: int = 1) -> PipelineSummary:
     """The pipeline with pseudo-label rounds on the synthetic test tiles (every tile confident enough)."""
     import saltseg.pipeline as pipeline
 
@@ -60,17 +61,17 @@ def test_pipeline_command_scores_every_labelled_tile_and_writes_a_submission(
         ["pipeline", str(cfg), "--data", str(data), "--out", str(out), "--test", str(data), "--no-progress"]
     )
     assert code == 0
-    r = json.loads((out / "pipeline.json").read_text())
-    assert r["n_oof"] == 40  # every labelled tile, each predicted by the fold that did not train on it
-    assert [f["fold"] for f in r["round1"]["folds"]] == [0, 1]
-    assert r["oof_score"] == r["round1"]["oof_score_tuned"] >= r["round1"]["oof_score_thr05"]
+    r = read_record(PipelineSummary, out / "pipeline.json")
+    assert r.n_oof == 40  # every labelled tile, each predicted by the fold that did not train on it
+    assert [f.fold for f in r.rounds[1].folds] == [0, 1]
+    assert r.oof_score == r.rounds[1].oof_score_tuned >= r.rounds[1].oof_score_thr05  # type: ignore[operator]
     assert (out / "round1" / "report.html").stat().st_size > 1000
     assert (out / "round1" / "postprocess.json").exists()
     lines = (out / "submission.csv").read_text().splitlines()
     assert lines[0] == "id,rle_mask" and len(lines) == 7
     for line in lines[1:]:
         rle_decode(line.split(",", 1)[1], (101, 101))
-    assert r["submission"]["members"] == 2  # one model per fold (its best member)
+    assert r.submission is not None and r.submission.members == 2  # one model per fold (its best member)
     assert "out-of-fold score" in capsys.readouterr().out
 
 
@@ -82,7 +83,7 @@ def test_pipeline_resume_skips_finished_steps(pipe_data: tuple[Path, Path], tmp_
     first = run_pipeline(load_config(cfg_path), data, out, progress=False)
     stamp = (out / "round1" / "fold0" / "summary.json").stat().st_mtime_ns
     again = run_pipeline(load_config(cfg_path), data, out, resume=True, progress=False)
-    assert again["oof_score"] == first["oof_score"]
+    assert again.oof_score == first.oof_score and again.rounds == first.rounds
     assert (out / "round1" / "fold0" / "summary.json").stat().st_mtime_ns == stamp  # not retrained
     with pytest.raises(DataError, match="not empty"):
         run_pipeline(load_config(cfg_path), data, out, progress=False)
@@ -94,12 +95,12 @@ def test_pipeline_pseudo_round_trains_a_second_round(pipe_data: tuple[Path, Path
     data, cfg_path = pipe_data
     out = tmp_path / "ps"
     r = run_pseudo_pipeline(pipe_data, out)
-    assert r["pseudo1"]["selected"] > 0 and r["pseudo1"]["teacher"] == str(out / "round1")
-    assert r["pseudo1"]["temperature"] > 0 and r["pseudo1"]["passed"] >= r["pseudo1"]["selected"]
-    assert r["round2"]["n_oof"] == 40  # pseudo tiles never enter the out-of-fold score
+    assert r.pseudo[1].selected > 0 and r.pseudo[1].teacher == str(out / "round1")
+    assert r.pseudo[1].temperature > 0 and r.pseudo[1].passed >= r.pseudo[1].selected
+    assert r.rounds[2].n_oof == 40  # pseudo tiles never enter the out-of-fold score
     assert load_config(out / "round2" / "config.yaml").data.pseudo_labels == str(out / "pseudo1")
-    assert r["final_run"] in (str(out / "round1"), str(out / "round2"))
-    assert r["oof_score"] == max(r["round1"]["oof_score_tuned"], r["round2"]["oof_score_tuned"])
+    assert r.final_run in (str(out / "round1"), str(out / "round2"))
+    assert r.oof_score == max(r.rounds[1].oof_score_tuned, r.rounds[2].oof_score_tuned)
     assert len((out / "submission.csv").read_text().splitlines()) == 7  # header + 6 test tiles
     with pytest.raises(DataError, match="pseudo-label round needs"):
         run_pipeline(load_config(cfg_path), data, tmp_path / "x", pseudo_rounds=1)
@@ -180,20 +181,20 @@ def test_pipeline_reuses_round1_test_predictions_when_the_pseudo_rounds_lose(
 
     original = pipeline._round
 
-    def losing_pseudo_rounds(cfg, data_dir, out, resume, progress, log, *args, **kwargs):  # type: ignore[no-untyped-def]
-        original(cfg, data_dir, out, resume, progress, log, *args, **kwargs)
+    def losing_pseudo_rounds(cfg, data_dir, out, *args, **kwargs):  # type: ignore[no-untyped-def]
+        summary = original(cfg, data_dir, out, *args, **kwargs)
         if out.name != "round1":
-            log["oof_score_tuned"] = -1.0
-        return log
+            summary.oof_score_tuned = -1.0
+        return summary
 
     monkeypatch.setattr(pipeline, "_round", losing_pseudo_rounds)
     out = tmp_path / "lost"
     r = run_pseudo_pipeline(pipe_data, out, rounds=2)
     # round 2 lost, so round 3 learns from round 1's predictions again
-    assert r["pseudo1"]["teacher"] == r["pseudo2"]["teacher"] == str(out / "round1")
+    assert r.pseudo[1].teacher == r.pseudo[2].teacher == str(out / "round1")
     assert load_config(out / "round3" / "config.yaml").data.pseudo_labels == str(out / "pseudo2")
-    assert r["final_run"] == str(out / "round1")
-    assert r["oof_score"] == r["round1"]["oof_score_tuned"]
+    assert r.final_run == str(out / "round1")
+    assert r.oof_score == r.rounds[1].oof_score_tuned
     assert (out / "submission.csv").read_text() == (out / "round1" / "test_pred" / "masks.csv").read_text()
     assert not (out / "test_pred").exists()  # no second prediction with the same models
 
@@ -209,16 +210,18 @@ def test_pipeline_distills_the_fold_ensemble_into_one_student(
     assert main([*argv, "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "student (one model, 6 soft test tiles): fold 0" in printed
-    r = json.loads((out / "pipeline.json").read_text())
-    targets = r["distill_targets"]
-    assert targets["soft"] and targets["selected"] == 6 and targets["teacher"] == str(out / "round1")
+    r = read_record(PipelineSummary, out / "pipeline.json")
+    targets = r.distill_targets
+    assert targets is not None
+    assert targets.soft and targets.selected == 6 and targets.teacher == str(out / "round1")
     images, soft = load_pseudo_labels(out / "distill_targets")
     assert soft.dtype == np.uint8 and len(images) == 6
     assert ((soft > 0) & (soft < 255)).any()  # probabilities, not 0/255 masks
-    student = r["student"]
-    assert [f["fold"] for f in student["folds"]] == [0] and student["n_oof"] == 20
+    student = r.student
+    assert student is not None
+    assert [f.fold for f in student.folds] == [0] and student.n_oof == 20
     assert load_config(out / "student" / "config.yaml").data.pseudo_labels == str(out / "distill_targets")
-    assert student["student_fold0_oof_thr05"] == student["folds"][0]["oof_score"]
+    assert student.student_fold0_oof_thr05 == student.folds[0].oof_score
 
 
 def test_rounds_with_more_tiles_keep_the_planned_training_steps(pipe_data: tuple[Path, Path]) -> None:
@@ -245,3 +248,27 @@ def test_test_prediction_is_timed_on_the_backend_predict_uses(pipe_data: tuple[P
     data, cfg_path = pipe_data
     seconds = measure_predict_seconds(load_config(cfg_path), LabelledTiles.load(data), batch=8)
     assert 0 < seconds < 10
+
+
+def test_a_pipeline_folder_of_the_flat_layout_loads_and_resumes(
+    pipe_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``pipeline.json`` of saltseg before the typed summary kept ``round1`` / ``pseudo1`` /
+    ``test_round1`` at the top level: such a folder reads as the same record and resumes without
+    retraining."""
+    from saltseg.pipeline import run_pipeline
+
+    data, cfg_path = pipe_data
+    out = tmp_path / "old"
+    first = run_pipeline(load_config(cfg_path), data, out, progress=False)
+    flat = {"config": first.config, "data": first.data, "minutes": first.minutes}
+    flat["round1"] = first.rounds[1].model_dump(mode="json")
+    flat.update(final_run=str(out / "round1"), oof_score=first.oof_score, n_oof=first.n_oof)
+    (out / "pipeline.json").write_text(json.dumps(flat))
+    old = read_record(PipelineSummary, out / "pipeline.json")
+    assert old.rounds == first.rounds and old.final_round == 1 and old.oof_score == first.oof_score
+    stamp = (out / "round1" / "fold0" / "summary.json").stat().st_mtime_ns
+    again = run_pipeline(load_config(cfg_path), data, out, resume=True, progress=False)
+    assert again.rounds == first.rounds
+    assert (out / "round1" / "fold0" / "summary.json").stat().st_mtime_ns == stamp
+    assert "rounds" in json.loads((out / "pipeline.json").read_text())  # rewritten in the new layout

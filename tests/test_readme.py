@@ -55,6 +55,7 @@ def test_quick_start_runs_as_written(user_dir: Path, capsys: pytest.CaptureFixtu
 def test_python_example_runs_as_written(user_dir: Path) -> None:
     code = block("From Python, the same steps", "python")
     code += "\nassert masks.shape == (len(paths), 101, 101) and masks.dtype == bool and len(paths) == 8\n"
+    code += "assert probs.shape == (101, 404) and 0 <= probs.min() <= probs.max() <= 1\n"
     assert KAGGLE in code and "stages.0.epochs=20" in code
     code = code.replace(KAGGLE, str(user_dir)).replace("stages.0.epochs=20", "stages.0.epochs=1")
     exec(compile(code, "README.md", "exec"), {})

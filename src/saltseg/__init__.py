@@ -15,11 +15,23 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Segmenter", "__version__", "load_config", "predict", "train", "tune"]
+_API = (
+    "Segmenter",
+    "ensemble",
+    "export",
+    "load_config",
+    "predict",
+    "predict_arrays",
+    "run_pipeline",
+    "run_recipe",
+    "train",
+    "tune",
+)
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Segmenter", "load_config", "predict", "train", "tune"):
+    if name in _API:
         from saltseg import api
 
         return getattr(api, name)

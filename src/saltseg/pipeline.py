@@ -9,7 +9,6 @@ Every step writes into the run folder, and ``resume=True`` continues a killed pi
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,16 +16,27 @@ from pathlib import Path
 import numpy as np
 
 from saltseg.artifacts import PredictionDir, RunDir, names
+from saltseg.artifacts.records import (
+    FoldLine,
+    PipelineBudget,
+    PipelineSummary,
+    RoundSummary,
+    StudentSummary,
+    SubmissionRecord,
+    TeacherLabels,
+    TestPrediction,
+    TuningStep,
+    start_step_state,
+)
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import fit_run_temperature
 from saltseg.training.config import ExperimentConfig, dump_config, load_config
 from saltseg.training.data import LabelledTiles
-from saltseg.utils.io import atomic_write, write_json
+from saltseg.utils.io import atomic_write
 
 #: Minutes kept back from a budget for each fold's OOF prediction and for tuning and the report.
 RESERVE_PER_FOLD = 0.4
 RESERVE_FIXED = 1.5
-FOLD_FIELDS = ("fold", "status", "epochs", "planned_epochs", "minutes", "best_val_score", "oof_score")
 
 
 def _members_per_fold(cfg: ExperimentConfig) -> int:
@@ -46,7 +56,7 @@ def _fit_budget(
     n_test: int,
     test_members: str,
     tiles: LabelledTiles,
-) -> tuple[ExperimentConfig, dict]:
+) -> tuple[ExperimentConfig, PipelineBudget]:
     """Fit each fold's epochs to its share of ``minutes``, after the test predictions' estimated time."""
     from saltseg.training.budget import fit_epochs_to_budget, measure_epoch_seconds
 
@@ -65,13 +75,13 @@ def _fit_budget(
             "or fewer folds (data.folds=...)"
         )
     fitted, fit = fit_epochs_to_budget(cfg, tiles, per_fold, n - n_val, n_val, measured)
-    return fitted, {
-        "minutes": minutes,
-        "test_prediction_minutes_estimate": round(predict_min, 2),
-        "test_prediction_s_per_tile_and_model": round(predict_s, 6),
-        "per_fold_minutes": round(per_fold, 2),
+    return fitted, PipelineBudget(
+        minutes=minutes,
+        test_prediction_minutes_estimate=round(predict_min, 2),
+        test_prediction_s_per_tile_and_model=round(predict_s, 6),
+        per_fold_minutes=round(per_fold, 2),
         **fit.as_dict(),
-    }
+    )
 
 
 def measure_predict_seconds(cfg: ExperimentConfig, tiles: LabelledTiles, batch: int = 128) -> float:
@@ -116,10 +126,9 @@ def _round(
     out: Path,
     resume: bool,
     progress: bool,
-    log: dict,
     tiles: LabelledTiles,
     folds: list[int] | None = None,
-) -> dict:
+) -> RoundSummary:
     """Train the folds (default every fold) of ``cfg`` into ``out``, tune on their OOF predictions and
     write the report."""
     from saltseg.diagnostics.report import write_report
@@ -130,26 +139,25 @@ def _round(
     run = RunDir(out)
     resume = resume and run.config_file.exists()
     summary = train_run(cfg, data_dir, out, folds_to_run=folds, resume=resume, progress=progress, tiles=tiles)
-    assert summary is not None  # the pipeline runs in one process
-    log["train_minutes"] = round((time.time() - t0) / 60, 2)
+    assert summary is not None and summary.n_oof is not None  # the pipeline runs in one process
+    train_minutes = round((time.time() - t0) / 60, 2)
     t0 = time.time()
     pp, steps = tune_run(out)
-    log["tune_minutes"] = round((time.time() - t0) / 60, 2)
+    tune_minutes = round((time.time() - t0) / 60, 2)
     t0 = time.time()
     write_report([out], run.report_file)
-    log["report_minutes"] = round((time.time() - t0) / 60, 2)
-    log.update(
-        {
-            "run": str(out),
-            "folds": [f.model_dump(include=set(FOLD_FIELDS)) for f in summary.folds],
-            "n_oof": summary.n_oof,
-            "oof_score_thr05": summary.oof_score,
-            "oof_score_tuned": steps[-1][1],
-            "tuning": [{"step": s, "oof_score": v} for s, v in steps],
-            "postprocess": pp.model_dump(),
-        }
+    return RoundSummary(
+        run=str(out),
+        train_minutes=train_minutes,
+        tune_minutes=tune_minutes,
+        report_minutes=round((time.time() - t0) / 60, 2),
+        folds=[FoldLine.model_validate(f.model_dump()) for f in summary.folds],
+        n_oof=summary.n_oof,
+        oof_score_thr05=summary.oof_score,
+        oof_score_tuned=steps[-1][1],
+        tuning=[TuningStep(step=name, oof_score=v) for name, v in steps],
+        postprocess=pp.model_dump(),
     )
-    return log
 
 
 def run_pipeline(
@@ -166,7 +174,7 @@ def run_pipeline(
     progress: bool = True,
     predict_batch_size: int = 128,
     test_members: str = "best",
-) -> dict:
+) -> PipelineSummary:
     """Run the pipeline into ``out``; returns (and writes to ``out/pipeline.json``) what each step gave.
 
     ``minutes`` budgets everything: the test predictions' time is estimated from a timed pass and kept
@@ -200,77 +208,75 @@ def run_pipeline(
             loaded.append(_load_tiles(cfg, data_dir))
         return loaded[0]
 
-    state_file, cfg_file = out / names.PIPELINE_FILE, out / names.CONFIG_FILE
-    if resume and state_file.exists() and cfg_file.exists():
-        result = json.loads(state_file.read_text())
+    cfg_file = out / names.CONFIG_FILE
+    state, resumed = start_step_state(
+        PipelineSummary,
+        out,
+        names.PIPELINE_FILE,
+        resume and cfg_file.exists(),
+        lambda: PipelineSummary(config=cfg.name, data=str(data_dir.resolve())),
+        "pipeline",
+    )
+    if resumed:
         cfg = load_config(cfg_file)  # the budget-fitted config of the first start
     else:
-        if out.exists() and any(out.iterdir()):
-            raise DataError("pipeline folder exists and is not empty; use --resume or another --out", out)
-        result = {"config": cfg.name, "data": str(data_dir.resolve()), "minutes": 0.0}
         if minutes is not None:
             n_test = len(tile_ids(test_images)[0]) if test_images is not None else 0
             rounds = 1 + pseudo_rounds + int(distill)
-            cfg, budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members, tiles())
-            result["budget"] = budget
-        out.mkdir(parents=True, exist_ok=True)
+            cfg, state.budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members, tiles())
         with atomic_write(cfg_file) as f:
             f.write(dump_config(cfg))
-    earlier = float(result.get("minutes", 0.0))
+    earlier = state.minutes
 
     def save() -> None:
-        result["minutes"] = round(earlier + (time.time() - started) / 60, 2)
-        write_json(state_file, result)
+        state.minutes = round(earlier + (time.time() - started) / 60, 2)
+        state.write(out / names.PIPELINE_FILE)
 
     save()
-    r1 = result.setdefault("round1", {})
-    if "oof_score_tuned" not in r1:
-        _round(cfg, data_dir, out / "round1", resume, progress, r1, tiles())
+    if 1 not in state.rounds:
+        state.rounds[1] = _round(cfg, data_dir, out / "round1", resume, progress, tiles())
         save()
     best = 1  # the round with the best tuned OOF score so far
     for k in range(2, pseudo_rounds + 2):
         assert test_images is not None
-        teacher = out / f"round{best}"
-        pred = _teacher_predictions(result, save, teacher, Path(test_images), predict_batch_size, best_only)
+        pred = _teacher_predictions(state, save, out, best, Path(test_images), predict_batch_size, best_only)
         pseudo_dir = out / f"pseudo{k - 1}"
-        if f"pseudo{k - 1}" not in result:
+        if k - 1 not in state.pseudo:
             from saltseg.inference.pseudo import write_pseudo_dataset
 
+            teacher = out / f"round{best}"
             temperature = fit_run_temperature(teacher)[0] if calibrate else 1.0
-            result[f"pseudo{k - 1}"] = {
-                "teacher": str(teacher),
-                **write_pseudo_dataset(
-                    pred,
-                    test_images,
-                    pseudo_dir,
-                    pseudo_confidence,
-                    exclude=data_dir,
-                    temperature=temperature,
-                ).model_dump(),
-            }
+            written = write_pseudo_dataset(
+                pred,
+                test_images,
+                pseudo_dir,
+                pseudo_confidence,
+                exclude=data_dir,
+                temperature=temperature,
+            )
+            state.pseudo[k - 1] = TeacherLabels(teacher=str(teacher), **written.model_dump())
             save()
-        rk = result.setdefault(f"round{k}", {})
-        if "oof_score_tuned" not in rk:
+        if k not in state.rounds:
             cfg_k = cfg.model_copy(deep=True)
-            n_pseudo = int(result[f"pseudo{k - 1}"]["selected"])
+            n_pseudo = state.pseudo[k - 1].selected
             if n_pseudo:
                 cfg_k.data.pseudo_labels = str(pseudo_dir)
-                n_oof = int(result["round1"]["n_oof"])
+                n_oof = state.rounds[1].n_oof
                 cfg_k = scaled_to_more_tiles(cfg_k, n_oof - n_oof // cfg.data.folds, n_pseudo)
-            _round(cfg_k, data_dir, out / f"round{k}", resume, progress, rk, tiles())
+            state.rounds[k] = _round(cfg_k, data_dir, out / f"round{k}", resume, progress, tiles())
             save()
-        if rk["oof_score_tuned"] >= result[f"round{best}"]["oof_score_tuned"]:
+        if state.rounds[k].oof_score_tuned >= state.rounds[best].oof_score_tuned:
             best = k
+    state.final_round = best
     final_run = out / f"round{best}"
     if distill:
         assert test_images is not None
         _distill(
             cfg,
             data_dir,
-            test_images,
+            Path(test_images),
             out,
-            best,
-            result,
+            state,
             save,
             calibrate,
             resume,
@@ -281,9 +287,9 @@ def run_pipeline(
         )
     if test_images is not None:
         csv_path = out / names.SUBMISSION_FILE
-        if "submission" not in result or not csv_path.exists():
+        if state.submission is None or not csv_path.exists():
             pred = PredictionDir(final_run / "test_pred")
-            if f"test_round{best}" in result:
+            if best in state.test_predictions:
                 # the best round already predicted every test tile (for the next round's pseudo-labels)
                 with atomic_write(csv_path) as f:
                     f.write(pred.masks_file.read_text())
@@ -297,37 +303,31 @@ def run_pipeline(
                     batch_size=predict_batch_size,
                     best_only=best_only,
                 )
-            result["submission"] = {
-                "csv": str(csv_path),
-                "tiles": meta.n_tiles,
-                "members": len(meta.models),
-                "seconds": meta.seconds,
-            }
-    result["final_run"] = str(final_run)
-    final = result[f"round{best}"]
-    result["oof_score"] = final["oof_score_tuned"]
-    result["n_oof"] = final["n_oof"]
+            state.submission = SubmissionRecord(
+                csv=str(csv_path), tiles=meta.n_tiles, members=len(meta.models), seconds=meta.seconds
+            )
     save()
-    return result
+    return state
 
 
 def _teacher_predictions(
-    result: dict,
+    state: PipelineSummary,
     save: Callable[[], None],
-    teacher: Path,
+    out: Path,
+    teacher_round: int,
     test_images: Path,
     batch_size: int,
     best_only: bool,
 ) -> Path:
-    """The teacher round's test predictions (``TEACHER/test_pred``), predicted once and recorded in
-    ``result["test_<round>"]``."""
+    """The teacher round's test predictions (``OUT/round<k>/test_pred``), predicted once and recorded in
+    ``state.test_predictions``."""
     from saltseg.inference.predict import predict_folder
 
-    key = f"test_{teacher.name}"
+    teacher = out / f"round{teacher_round}"
     pred = teacher / "test_pred"
-    if key not in result:
+    if teacher_round not in state.test_predictions:
         meta = predict_folder([teacher], test_images, pred, batch_size=batch_size, best_only=best_only)
-        result[key] = {"seconds": meta.seconds, "tiles": meta.n_tiles}
+        state.test_predictions[teacher_round] = TestPrediction(seconds=meta.seconds, tiles=meta.n_tiles)
         save()
     return pred
 
@@ -335,10 +335,9 @@ def _teacher_predictions(
 def _distill(
     cfg: ExperimentConfig,
     data_dir: Path,
-    test_images: str | Path,
+    test_images: Path,
     out: Path,
-    best: int,
-    result: dict,
+    state: PipelineSummary,
     save: Callable[[], None],
     calibrate: bool,
     resume: bool,
@@ -347,39 +346,41 @@ def _distill(
     best_only: bool,
     tiles: LabelledTiles,
 ) -> None:
-    """Train the student of round ``best`` into ``out/student`` (fold 0) on labelled + soft test targets."""
+    """Train the student of the final round into ``out/student`` (fold 0) on labelled + soft test
+    targets."""
     from saltseg.inference.pseudo import write_pseudo_dataset
 
-    teacher = out / f"round{best}"
-    pred = _teacher_predictions(result, save, teacher, Path(test_images), batch_size, best_only)
+    assert state.final_round is not None
+    teacher = out / f"round{state.final_round}"
+    pred = _teacher_predictions(state, save, out, state.final_round, test_images, batch_size, best_only)
     targets = out / "distill_targets"
-    if "distill_targets" not in result:
+    if state.distill_targets is None:
         temperature = fit_run_temperature(teacher)[0] if calibrate else 1.0
-        result["distill_targets"] = {
-            "teacher": str(teacher),
-            **write_pseudo_dataset(
-                pred,
-                test_images,
-                targets,
-                0.0,
-                balance=False,
-                exclude=data_dir,
-                temperature=temperature,
-                soft=True,
-            ).model_dump(),
-        }
+        written = write_pseudo_dataset(
+            pred,
+            test_images,
+            targets,
+            0.0,
+            balance=False,
+            exclude=data_dir,
+            temperature=temperature,
+            soft=True,
+        )
+        state.distill_targets = TeacherLabels(teacher=str(teacher), **written.model_dump())
         save()
-    student = result.setdefault("student", {})
-    if "oof_score_tuned" in student:
+    if state.student is not None:
         return
     cfg_s = cfg.model_copy(deep=True)
     cfg_s.data.pseudo_labels, cfg_s.data.pseudo_mode = str(targets), "mix"
     # one student in the time of a round (all its folds): its epochs shrink as its training set grows
-    n_oof = int(result["round1"]["n_oof"])
-    n_soft = int(result["distill_targets"]["selected"])
+    n_oof = state.rounds[1].n_oof
+    n_soft = state.distill_targets.selected
     cfg_s = scaled_to_more_tiles(cfg_s, n_oof - n_oof // cfg.data.folds, n_soft, folds=cfg.data.folds)
-    _round(cfg_s, data_dir, out / "student", resume, progress, student, tiles, folds=[0])
+    student = _round(cfg_s, data_dir, out / "student", resume, progress, tiles, folds=[0])
     teacher_fold0 = RunDir(teacher).fold(0).read_summary()
-    student["teacher_fold0_oof_thr05"] = teacher_fold0.oof_score if teacher_fold0 else None
-    student["student_fold0_oof_thr05"] = student["folds"][0]["oof_score"]
+    state.student = StudentSummary(
+        **student.model_dump(),
+        teacher_fold0_oof_thr05=teacher_fold0.oof_score if teacher_fold0 else None,
+        student_fold0_oof_thr05=student.folds[0].oof_score,
+    )
     save()

@@ -19,7 +19,6 @@ continues a killed recipe (finished steps are recorded in ``OUT/recipe.json``).
 
 from __future__ import annotations
 
-import json
 import time
 from importlib import resources
 from pathlib import Path
@@ -28,9 +27,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from saltseg.artifacts import names
+from saltseg.artifacts.records import RecipeStepRecord, RecipeSummary, SubmissionRecord, start_step_state
 from saltseg.errors import ConfigError, DataError
 from saltseg.training.config import ExperimentConfig
-from saltseg.utils.io import write_json
 
 __all__ = ["Recipe", "RecipeStep", "builtin_recipes", "load_recipe", "run_recipe"]
 
@@ -151,7 +150,7 @@ def run_recipe(
     scale: float = 1.0,
     resume: bool = False,
     progress: bool = True,
-) -> dict:
+) -> RecipeSummary:
     """Run every step of ``recipe`` into ``out``; returns (and writes to ``out/recipe.json``) what each
     step did."""
     from saltseg.artifacts import RunDir
@@ -169,27 +168,26 @@ def run_recipe(
     if needs_test and test_images is None:
         raise DataError("this recipe predicts test tiles (pseudo-labels or a submission): give --test")
     data_dir, out = Path(data_dir), Path(out)
-    state_file = out / names.RECIPE_FILE
-    if state_file.exists() and resume:
-        state = json.loads(state_file.read_text())
-        if state.get("recipe") != recipe.model_dump() or state.get("scale") != scale:
-            raise DataError(
-                "the recipe folder was started with another recipe or scale; use a new --out", out
-            )
-    else:
-        if out.exists() and any(out.iterdir()):
-            raise DataError("recipe folder exists and is not empty; use --resume or another --out", out)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {"recipe": recipe.model_dump(), "scale": scale, "steps": {}}
-    started = time.time()
+    state, resumed = start_step_state(
+        RecipeSummary,
+        out,
+        names.RECIPE_FILE,
+        resume,
+        lambda: RecipeSummary(recipe=recipe.model_dump(), scale=scale),
+        "recipe",
+    )
+    if resumed and (state.recipe != recipe.model_dump() or state.scale != scale):
+        raise DataError("the recipe folder was started with another recipe or scale; use a new --out", out)
+    started, earlier = time.time(), state.minutes
 
     def save() -> None:
-        write_json(state_file, state)
+        state.minutes = round(earlier + (time.time() - started) / 60, 2)
+        state.write(out / names.RECIPE_FILE)
 
     save()
     folds_of: dict[str, list[int]] = {}
     for step in recipe.steps:
-        done = state["steps"].get(step.name)
+        done = state.steps.get(step.name)
         where = out / step.name
         if step.kind == "train":
             cfg = _scaled(load_config(step.train, step.overrides), scale)  # type: ignore[arg-type]
@@ -198,7 +196,7 @@ def run_recipe(
         if done is not None:
             continue
         t0 = time.time()
-        record: dict = {"kind": step.kind}
+        record = RecipeStepRecord(kind=step.kind)
         if step.kind == "train":
             if step.pseudo_labels:
                 cfg.data.pseudo_labels = str(out / step.pseudo_labels / "pseudo")
@@ -217,14 +215,13 @@ def run_recipe(
             )
             assert summary is not None
             _, log = tune_run(where)
-            record.update(
-                config=cfg.name, folds=folds, epochs=[s.epochs for s in cfg.stages], oof_tuned=log[-1][1]
-            )
+            record.config, record.folds, record.oof_tuned = cfg.name, folds, log[-1][1]
+            record.epochs = [s.epochs for s in cfg.stages]
         elif step.kind == "ensemble":
             members = [out / s for s in step.ensemble or []]
             summary = build_ensemble(members, where, step.weights if step.weights is not None else "cv")
             _, log = tune_run(where)
-            record.update(members=step.ensemble, oof_tuned=log[-1][1])
+            record.members, record.oof_tuned = list(step.ensemble or []), log[-1][1]
         else:
             teacher = out / str(step.pseudo)
             pred = where / "test_pred"
@@ -238,16 +235,16 @@ def run_recipe(
                 exclude=data_dir,
                 temperature=temperature,  # type: ignore[arg-type]
             )
-            record.update(
-                teacher=step.pseudo, temperature=temperature, selected=pseudo.selected, passed=pseudo.passed
-            )
-        record["minutes"] = round((time.time() - t0) / 60, 2)
-        state["steps"][step.name] = record
+            record.teacher, record.temperature = step.pseudo, temperature
+            record.selected, record.passed = pseudo.selected, pseudo.passed
+        record.minutes = round((time.time() - t0) / 60, 2)
+        state.steps[step.name] = record
         save()
-    if recipe.submission is not None and "submission" not in state:
+    if recipe.submission is not None and state.submission is None:
         csv_path = out / names.SUBMISSION_FILE
         meta = predict_folder([out / recipe.submission], test_images, out / "test_pred", csv_path=csv_path)  # type: ignore[arg-type]
-        state["submission"] = {"step": recipe.submission, "csv": str(csv_path), "tiles": meta.n_tiles}
-    state["minutes"] = round(state.get("minutes", 0.0) + (time.time() - started) / 60, 2)
+        state.submission = SubmissionRecord(
+            step=recipe.submission, csv=str(csv_path), tiles=meta.n_tiles, members=len(meta.models)
+        )
     save()
     return state

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, computed_field, model_validator
 
 from saltseg.errors import DataError
 from saltseg.utils.io import write_json
@@ -159,3 +161,206 @@ class PseudoSummary(Record):
     passed: int = 0
     passed_per_coverage_class: dict[str, int] = {}
     per_coverage_class: dict[str, int] = {}
+
+
+class StepState(Record):
+    """The JSON state of a multi-step command (``pipeline.json``, ``recipe.json``): what its finished
+    steps gave, so that ``--resume`` skips them, and the minutes spent over every start."""
+
+    minutes: float = 0.0
+
+
+S = TypeVar("S", bound=StepState)
+
+
+def start_step_state(
+    cls: type[S], out: Path, file_name: str, resume: bool, fresh: Callable[[], S], kind: str
+) -> tuple[S, bool]:
+    """The state of the step folder ``out``: read back from ``out/file_name`` when resuming one, else
+    ``fresh()`` in a new (or empty) folder, which is created. Returns the state and whether it was read.
+
+    Raises:
+        DataError: ``out`` holds files but is not being resumed (or has no state to resume).
+    """
+    state_file = out / file_name
+    if resume and state_file.exists():
+        return read_record(cls, state_file), True
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{kind} folder exists and is not empty; use --resume or another --out", out)
+    out.mkdir(parents=True, exist_ok=True)
+    return fresh(), False
+
+
+class FoldLine(Record):
+    """One fold of a round, as the pipeline reports it."""
+
+    fold: int
+    status: FoldStatus = "done"
+    epochs: int = 0
+    planned_epochs: int = 0
+    minutes: float = 0.0
+    best_val_score: float | None = None
+    oof_score: float | None = None
+
+
+class TuningStep(Record):
+    """One post-processing step of ``tune`` and the OOF score it reached."""
+
+    step: str
+    oof_score: float
+
+
+class RoundSummary(Record):
+    """One training round of the pipeline (all its folds, tuned on their OOF predictions)."""
+
+    run: str
+    train_minutes: float = 0.0
+    tune_minutes: float = 0.0
+    report_minutes: float = 0.0
+    folds: list[FoldLine] = []
+    n_oof: int
+    oof_score_thr05: float | None = None
+    oof_score_tuned: float
+    tuning: list[TuningStep] = []
+    postprocess: dict = {}
+
+
+class StudentSummary(RoundSummary):
+    """The distilled student (fold 0) and the teacher's fold-0 model on the same validation tiles."""
+
+    teacher_fold0_oof_thr05: float | None = None
+    student_fold0_oof_thr05: float | None = None
+
+
+class TeacherLabels(PseudoSummary):
+    """A pseudo-label (or soft-target) dataset the pipeline made from a round's test predictions."""
+
+    teacher: str
+
+
+class TestPrediction(Record):
+    """A round's prediction of every test tile."""
+
+    seconds: float
+    tiles: int
+
+
+class SubmissionRecord(Record):
+    """The submission CSV a pipeline or recipe wrote."""
+
+    csv: str
+    tiles: int
+    members: int | None = None
+    seconds: float | None = None
+    step: str | None = None  # the recipe step whose models made it
+
+
+class PipelineBudget(Record):
+    """How ``--minutes`` was split: the test prediction kept back, each fold's share and the epochs the
+    timing step chose for it."""
+
+    minutes: float
+    test_prediction_minutes_estimate: float = 0.0
+    test_prediction_s_per_tile_and_model: float = 0.0
+    per_fold_minutes: float
+    step_s: list[float] = []
+    augment_s_per_tile: float = 0.0
+    epoch_s: list[float] = []
+    epochs: list[int] = []
+    infer_s_per_tile: float = 0.0
+
+
+_ROUND_KEY = re.compile(r"^(round|pseudo|test_round)(\d+)$")
+
+
+class PipelineSummary(StepState):
+    """What ``saltseg pipeline`` did (``pipeline.json``): the budget, every round, the pseudo-label
+    datasets between rounds (``pseudo[k]`` trained round ``k + 1``), the test predictions of the rounds
+    that made them, the distilled student and the submission. ``final_round`` is the round with the best
+    tuned OOF score, the one the submission comes from."""
+
+    config: str
+    data: str
+    budget: PipelineBudget | None = None
+    rounds: dict[int, RoundSummary] = {}
+    pseudo: dict[int, TeacherLabels] = {}
+    test_predictions: dict[int, TestPrediction] = {}
+    distill_targets: TeacherLabels | None = None
+    student: StudentSummary | None = None
+    submission: SubmissionRecord | None = None
+    final_round: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat_keys(cls, raw: object) -> object:
+        """Read the layout of saltseg 0.x pipelines (``round1``, ``pseudo1``, ``test_round1`` keys)."""
+        if not isinstance(raw, dict) or not any(_ROUND_KEY.match(k) for k in raw):
+            return raw
+        out: dict = {"rounds": {}, "pseudo": {}, "test_predictions": {}}
+        for key, value in raw.items():
+            m = _ROUND_KEY.match(key)
+            if m is None:
+                out[key] = value
+            else:
+                field = {"round": "rounds", "pseudo": "pseudo", "test_round": "test_predictions"}[m[1]]
+                out[field][int(m[2])] = value
+        final = raw.get("final_run")
+        if isinstance(final, str) and Path(final).name.startswith("round"):
+            out["final_round"] = int(Path(final).name[5:])
+        return out
+
+    @property
+    def final(self) -> RoundSummary:
+        """The final round (the best so far while the pipeline runs)."""
+        if self.final_round is not None:
+            return self.rounds[self.final_round]
+        return self.rounds[self.best_round()]
+
+    def best_round(self) -> int:
+        """The finished round with the best tuned OOF score (the earliest on ties)."""
+        return max(sorted(self.rounds), key=lambda k: (self.rounds[k].oof_score_tuned, -k))
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def oof_score(self) -> float | None:
+        """The final round's tuned OOF score."""
+        return self.final.oof_score_tuned if self.rounds else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def n_oof(self) -> int | None:
+        """Tiles in the final round's OOF score."""
+        return self.final.n_oof if self.rounds else None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def final_run(self) -> str | None:
+        """The final round's run folder."""
+        return self.final.run if self.rounds else None
+
+
+class RecipeStepRecord(Record):
+    """What one recipe step did: a training (config, folds, epochs), an ensemble (members) or a pseudo
+    step (teacher, temperature, tiles); the tuned OOF score of the steps that have models."""
+
+    kind: Literal["train", "ensemble", "pseudo"]
+    minutes: float = 0.0
+    config: str | None = None
+    folds: list[int] = []
+    epochs: list[int] = []
+    members: list[str] = []
+    oof_tuned: float | None = None
+    teacher: str | None = None
+    temperature: float | None = None
+    selected: int | None = None
+    passed: int | None = None
+
+
+class RecipeSummary(StepState):
+    """What ``saltseg recipe`` did (``recipe.json``): the recipe and scale it ran (a resume must match
+    them), each finished step, the submission."""
+
+    recipe: dict
+    scale: float
+    steps: dict[str, RecipeStepRecord] = {}
+    submission: SubmissionRecord | None = None

@@ -222,35 +222,29 @@ def _pipeline(p: argparse.ArgumentParser):
             progress=not args.no_progress,
             test_members=args.test_members,
         )
-        for name in sorted((k for k in r if k.startswith("round")), key=lambda k: int(k[5:])):
-            rd = r[name]
-            pseudo = r.get(f"pseudo{int(name[5:]) - 1}")
+        for k, rd in sorted(r.rounds.items()):
+            pseudo = r.pseudo.get(k - 1)
             if pseudo:
                 print(
-                    f"{name} pseudo-labels: {pseudo['passed']} of {pseudo['candidates']} test tiles passed "
-                    f"(temperature {pseudo['temperature']:.3f}), {pseudo['selected']} kept: "
-                    + ", ".join(f"{c} {n}" for c, n in pseudo["per_coverage_class"].items())
+                    f"round{k} pseudo-labels: {pseudo.passed} of {pseudo.candidates} test tiles passed "
+                    f"(temperature {pseudo.temperature:.3f}), {pseudo.selected} kept: "
+                    + ", ".join(f"{c} {n}" for c, n in pseudo.per_coverage_class.items())
                 )
-            for f in rd["folds"]:
-                print(
-                    f"{name} fold {f['fold']}: {f['status']}, oof {_fmt(f['oof_score'])} ({f['minutes']} min)"
-                )
-            for step in rd["tuning"]:
-                print(f"{name} {step['step']:<36} oof {step['oof_score']:.4f}")
-        if "student" in r:
-            st = r["student"]
+            for f in rd.folds:
+                print(f"round{k} fold {f.fold}: {f.status}, oof {_fmt(f.oof_score)} ({f.minutes} min)")
+            for step in rd.tuning:
+                print(f"round{k} {step.step:<36} oof {step.oof_score:.4f}")
+        if r.student is not None and r.distill_targets is not None:
+            st = r.student
             print(
-                f"student (one model, {r['distill_targets']['selected']} soft test tiles): fold 0 "
-                f"{_fmt(st['student_fold0_oof_thr05'])} vs the teacher's fold-0 model "
-                f"{_fmt(st['teacher_fold0_oof_thr05'])} -> {st['run']}"
+                f"student (one model, {r.distill_targets.selected} soft test tiles): fold 0 "
+                f"{_fmt(st.student_fold0_oof_thr05)} vs the teacher's fold-0 model "
+                f"{_fmt(st.teacher_fold0_oof_thr05)} -> {st.run}"
             )
-        if "submission" in r:
-            s = r["submission"]
-            print(f"submission: {s['csv']} ({s['tiles']} tiles, {s['members']} models, {s['seconds']} s)")
-        print(
-            f"out-of-fold score {r['oof_score']:.4f} over {r['n_oof']} tiles in {r['minutes']} min "
-            f"-> {args.out}"
-        )
+        if r.submission is not None:
+            s = r.submission
+            print(f"submission: {s.csv} ({s.tiles} tiles, {s.members} models, {s.seconds} s)")
+        print(f"out-of-fold score {r.oof_score:.4f} over {r.n_oof} tiles in {r.minutes} min -> {args.out}")
         return 0
 
     return run
@@ -381,13 +375,13 @@ def _recipe(p: argparse.ArgumentParser):
             resume=args.resume,
             progress=not args.no_progress,
         )
-        for name, step in state["steps"].items():
-            score = f", oof {step['oof_tuned']:.4f}" if "oof_tuned" in step else ""
-            extra = f", {step['selected']} pseudo-labelled tiles" if step["kind"] == "pseudo" else ""
-            print(f"{name} ({step['kind']}){score}{extra}, {step['minutes']} min")
-        if "submission" in state:
-            print(f"submission: {state['submission']['csv']} ({state['submission']['tiles']} tiles)")
-        print(f"recipe {recipe.name} done in {state['minutes']} min -> {args.out}")
+        for name, step in state.steps.items():
+            score = f", oof {step.oof_tuned:.4f}" if step.oof_tuned is not None else ""
+            extra = f", {step.selected} pseudo-labelled tiles" if step.kind == "pseudo" else ""
+            print(f"{name} ({step.kind}){score}{extra}, {step.minutes} min")
+        if state.submission is not None:
+            print(f"submission: {state.submission.csv} ({state.submission.tiles} tiles)")
+        print(f"recipe {recipe.name} done in {state.minutes} min -> {args.out}")
         return 0
 
     return run
