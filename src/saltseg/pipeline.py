@@ -56,6 +56,7 @@ def _fit_budget(
     n_test: int,
     test_members: str,
     tiles: LabelledTiles,
+    n_folds: int,
 ) -> tuple[ExperimentConfig, PipelineBudget]:
     """Fit each fold's epochs to its share of ``minutes``, after the test predictions' estimated time."""
     from saltseg.training.budget import fit_epochs_to_budget, measure_epoch_seconds
@@ -63,14 +64,14 @@ def _fit_budget(
     n = len(tiles.ids)
     n_val = n // cfg.data.folds
     measured = measure_epoch_seconds(cfg, tiles, n - n_val, n_val)
-    members = cfg.data.folds * (1 if test_members == "best" else _members_per_fold(cfg))
+    members = n_folds * (1 if test_members == "best" else _members_per_fold(cfg))
     predict_s = measure_predict_seconds(cfg, tiles) if n_test else 0.0
     # reading tiles, post-processing and RLE add about 15%
     predict_min = rounds * n_test * members * predict_s * 1.15 / 60
-    per_fold = (minutes - predict_min - rounds * RESERVE_FIXED) / (rounds * cfg.data.folds) - RESERVE_PER_FOLD
+    per_fold = (minutes - predict_min - rounds * RESERVE_FIXED) / (rounds * n_folds) - RESERVE_PER_FOLD
     if per_fold < 0.5:
         raise DataError(
-            f"a {minutes}-minute budget leaves {per_fold:.2f} min per fold for {cfg.data.folds} folds "
+            f"a {minutes}-minute budget leaves {per_fold:.2f} min per fold for {n_folds} folds "
             f"and {rounds} round(s) after {predict_min:.1f} min of test prediction; give more --minutes "
             "or fewer folds (data.folds=...)"
         )
@@ -174,6 +175,8 @@ def run_pipeline(
     progress: bool = True,
     predict_batch_size: int = 128,
     test_members: str = "best",
+    folds: list[int] | None = None,
+    test_split: str = "test",
 ) -> PipelineSummary:
     """Run the pipeline into ``out``; returns (and writes to ``out/pipeline.json``) what each step gave.
 
@@ -189,6 +192,10 @@ def run_pipeline(
     the best round's calibrated probabilities as soft targets, so that one model can predict what the
     fold ensemble did; its fold-0 score is recorded beside the teacher's. The submission stays the best
     round's (``saltseg predict OUT/student`` uses the student).
+
+    ``folds`` trains only those folds (default every fold; the OOF score then covers their validation
+    tiles). ``test_split`` picks the tiles of ``test_images`` to predict: ``test`` (a Kaggle test split or
+    a folder of tiles) or ``train`` (labelled tiles held out elsewhere, as the demo scores them).
     """
     from saltseg.inference.predict import predict_folder, tile_ids
 
@@ -221,9 +228,12 @@ def run_pipeline(
         cfg = load_config(cfg_file)  # the budget-fitted config of the first start
     else:
         if minutes is not None:
-            n_test = len(tile_ids(test_images)[0]) if test_images is not None else 0
+            n_test = len(tile_ids(test_images, test_split)[0]) if test_images is not None else 0
             rounds = 1 + pseudo_rounds + int(distill)
-            cfg, state.budget = _fit_budget(cfg, data_dir, minutes, rounds, n_test, test_members, tiles())
+            n_folds = len(folds) if folds else cfg.data.folds
+            cfg, state.budget = _fit_budget(
+                cfg, data_dir, minutes, rounds, n_test, test_members, tiles(), n_folds
+            )
         with atomic_write(cfg_file) as f:
             f.write(dump_config(cfg))
     earlier = state.minutes
@@ -234,12 +244,14 @@ def run_pipeline(
 
     save()
     if 1 not in state.rounds:
-        state.rounds[1] = _round(cfg, data_dir, out / "round1", resume, progress, tiles())
+        state.rounds[1] = _round(cfg, data_dir, out / "round1", resume, progress, tiles(), folds)
         save()
     best = 1  # the round with the best tuned OOF score so far
     for k in range(2, pseudo_rounds + 2):
         assert test_images is not None
-        pred = _teacher_predictions(state, save, out, best, Path(test_images), predict_batch_size, best_only)
+        pred = _teacher_predictions(
+            state, save, out, best, Path(test_images), predict_batch_size, best_only, test_split
+        )
         pseudo_dir = out / f"pseudo{k - 1}"
         if k - 1 not in state.pseudo:
             from saltseg.inference.pseudo import write_pseudo_dataset
@@ -263,7 +275,7 @@ def run_pipeline(
                 cfg_k.data.pseudo_labels = str(pseudo_dir)
                 n_oof = state.rounds[1].n_oof
                 cfg_k = scaled_to_more_tiles(cfg_k, n_oof - n_oof // cfg.data.folds, n_pseudo)
-            state.rounds[k] = _round(cfg_k, data_dir, out / f"round{k}", resume, progress, tiles())
+            state.rounds[k] = _round(cfg_k, data_dir, out / f"round{k}", resume, progress, tiles(), folds)
             save()
         if state.rounds[k].oof_score_tuned >= state.rounds[best].oof_score_tuned:
             best = k
@@ -300,6 +312,7 @@ def run_pipeline(
                     test_images,
                     out / "test_pred",
                     csv_path=csv_path,
+                    split=test_split,
                     batch_size=predict_batch_size,
                     best_only=best_only,
                 )
@@ -318,6 +331,7 @@ def _teacher_predictions(
     test_images: Path,
     batch_size: int,
     best_only: bool,
+    split: str = "test",
 ) -> Path:
     """The teacher round's test predictions (``OUT/round<k>/test_pred``), predicted once and recorded in
     ``state.test_predictions``."""
@@ -326,7 +340,9 @@ def _teacher_predictions(
     teacher = out / f"round{teacher_round}"
     pred = teacher / "test_pred"
     if teacher_round not in state.test_predictions:
-        meta = predict_folder([teacher], test_images, pred, batch_size=batch_size, best_only=best_only)
+        meta = predict_folder(
+            [teacher], test_images, pred, split=split, batch_size=batch_size, best_only=best_only
+        )
         state.test_predictions[teacher_round] = TestPrediction(seconds=meta.seconds, tiles=meta.n_tiles)
         save()
     return pred

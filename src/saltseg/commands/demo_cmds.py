@@ -9,19 +9,10 @@ from pathlib import Path
 
 from saltseg.cli import command
 from saltseg.errors import SaltsegError
-from saltseg.utils.io import claim_output_dir
+from saltseg.utils.io import atomic_write, claim_output_dir
 
 DEMO_CONFIG = "demo"
 """The shipped config the demo trains (``saltseg config show demo``); ``--quick`` uses ``demo_quick``."""
-
-
-def demo_config(quick: bool = False) -> dict:
-    """The demo's experiment config as a raw dict (a fresh copy), or its ``--quick`` variant."""
-    import yaml
-
-    from saltseg.training.config import resolve_config_path
-
-    return yaml.safe_load(resolve_config_path(DEMO_CONFIG + ("_quick" if quick else "")).read_text())
 
 
 @command(
@@ -48,17 +39,15 @@ def _demo(p: argparse.ArgumentParser):
         from saltseg.data.tiles import open_dataset
         from saltseg.diagnostics.show import show_tiles
         from saltseg.evaluation import evaluate_predictions
-        from saltseg.inference.predict import predict_folder
-        from saltseg.inference.tune import tune_run
-        from saltseg.training.config import parse_config
-        from saltseg.training.train import train_run
+        from saltseg.pipeline import run_pipeline
+        from saltseg.training.config import load_config
 
         if args.n < 50 or args.n_heldout < 1:
             raise SaltsegError("the demo needs --n of at least 50 and --n-heldout of at least 1")
         started = time.time()
         out: Path = args.out
         claim_output_dir(out, "demo", fresh=args.fresh)  # never a folder saltseg demo did not make
-        train_dir, held_dir, run_dir = out / "data_train", out / "data_heldout", out / "run"
+        train_dir, held_dir, pipe_dir = out / "data_train", out / "data_heldout", out / "pipeline"
         if not train_dir.exists():
             write_kaggle_layout(train_dir, n_train=args.n, n_test=0, seed=0)
         if not held_dir.exists():
@@ -70,31 +59,33 @@ def _demo(p: argparse.ArgumentParser):
             f"[1/6] synthetic data: {n_train} training tiles in {train_dir}, "
             f"{n_held} held-out tiles in {held_dir}{note}"
         )
-        cfg = parse_config(demo_config(args.quick), "demo config")
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        summary = train_run(cfg, train_dir, run_dir, folds_to_run=[0], progress=True)
-        assert summary is not None  # the demo runs in one process
-        fold = summary.folds[0]
-        best = fold.best_val_score
-        shown = "none" if best is None else f"{best:.4f}"
+        if pipe_dir.exists():
+            shutil.rmtree(pipe_dir)
+        # the pipeline on fold 0: train, tune on its out-of-fold tiles, report, predict the held-out tiles
+        cfg = load_config(DEMO_CONFIG + ("_quick" if args.quick else ""))
+        result = run_pipeline(cfg, train_dir, pipe_dir, test_images=held_dir, folds=[0], test_split="train")
+        r1 = result.rounds[1]
+        fold = r1.folds[0]
+        shown = "none" if fold.best_val_score is None else f"{fold.best_val_score:.4f}"
         print(f"[2/6] trained fold 0 in {fold.minutes} min: validation score {shown}")
-        pp, log = tune_run(run_dir)
+        pp = r1.postprocess
         print(
-            f"[3/6] tuned post-processing on out-of-fold tiles: {log[0][1]:.4f} -> {log[-1][1]:.4f} "
-            f"(threshold {pp.threshold:.2f}, min area {pp.min_area})"
+            f"[3/6] tuned post-processing on out-of-fold tiles: {r1.tuning[0].oof_score:.4f} -> "
+            f"{r1.oof_score_tuned:.4f} (threshold {pp['threshold']:.2f}, min area {pp['min_area']}); "
+            f"report: {pipe_dir / 'round1' / 'report.html'}"
         )
-        sub = out / "submission.csv"
-        meta = predict_folder([run_dir], held_dir, out / "pred_heldout", csv_path=sub, split="train")
-        print(
-            f"[4/6] predicted {meta.n_tiles} held-out tiles ({meta.tiles_per_second} tiles/s), "
-            f"submission: {sub}"
-        )
-        lines = evaluate_predictions(out / "pred_heldout", held_dir)
+        assert result.submission is not None
+        sub, pred_dir = out / "submission.csv", pipe_dir / "test_pred"
+        with atomic_write(sub) as f:  # the demo's own copy, beside its pictures
+            f.write(Path(result.submission.csv).read_text())
+        rate = result.submission.tiles / max(result.submission.seconds or 0.0, 1e-9)
+        print(f"[4/6] predicted {result.submission.tiles} held-out tiles ({rate:.1f} tiles/s), ", end="")
+        print(f"submission: {sub}")
+        lines = evaluate_predictions(pred_dir, held_dir)
         ids = [line.split(",")[0] for line in sub.read_text().splitlines()[1:9]]
-        picture = show_tiles(held_dir, ids, out / "overlay.png", pred=out / "pred_heldout")
+        picture = show_tiles(held_dir, ids, out / "overlay.png", pred=pred_dir)
         print(f"[5/6] overlay picture: {picture}")
-        section = _survey_section(run_dir, pp.threshold, out / "survey.png")
+        section = _survey_section(pipe_dir / "round1", pp["threshold"], out / "survey.png")
         print(f"[6/6] {section}")
         print(f"held-out {lines[-1]}   (total {(time.time() - started) / 60:.1f} min)")
         return 0
