@@ -33,6 +33,7 @@ SNAPSHOT_DIR = "snapshots"
 SWA_DIR = "swa"
 SWA_FILE = "swa.safetensors"
 LOGS_DIR = "logs"
+METRICS_FILE = "metrics.csv"  # fold{k}/logs/stage{i}/metrics.csv: one row per logging call
 POSTPROCESS_FILE = "postprocess.json"
 REPORT_FILE = "report.html"
 ENSEMBLE_FILE = "ensemble.json"

@@ -196,7 +196,7 @@ class FoldInfo:
         """Learning curves of each stage that has a ``metrics.csv``."""
         out = []
         logs = FoldDir(self.path).logs_dir
-        for log in sorted(logs.glob("stage*/**/metrics.csv")):
+        for log in sorted(logs.glob(f"stage*/**/{names.METRICS_FILE}")):
             m = re.match(r"stage(\d+)", log.relative_to(logs).parts[0])
             if not m:
                 continue
@@ -441,7 +441,12 @@ def _ago(seconds: float) -> str:
 def _last_update(path: Path) -> float:
     times = []
     state, summary = names.STATE_FILE, names.SUMMARY_FILE
-    for pat in (summary, f"fold*/{state}", f"fold*/{summary}", f"fold*/{names.LOGS_DIR}/stage*/metrics.csv"):
+    for pat in (
+        summary,
+        f"fold*/{state}",
+        f"fold*/{summary}",
+        f"fold*/{names.LOGS_DIR}/stage*/{names.METRICS_FILE}",
+    ):
         times += [p.stat().st_mtime for p in path.glob(pat)]
     return max(times) if times else path.stat().st_mtime
 

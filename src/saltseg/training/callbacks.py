@@ -13,10 +13,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
 from saltseg.artifacts import names
 from saltseg.checkpoints import save_weights
@@ -40,27 +39,70 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing ``metrics.csv``; this one keeps its rows and appends
-    (a resumed stage continues the log of the killed one)."""
+class AppendingCSVLogger(Logger):
+    """A stage's metrics in ``SAVE_DIR/NAME/metrics.csv``, one row per logging call with the columns of
+    Lightning's CSV logger (sorted metric names, ``step``). A resumed stage continues the rows of the
+    killed attempt, where Lightning's ``CSVLogger`` starts the file over; the file is rewritten
+    atomically at each save."""
 
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                header = next(csv.reader(f), [])
-            self.metrics_keys = sorted(k for k in header if k)
-
-
-class AppendingCSVLogger(CSVLogger):
-    """A :class:`CSVLogger` that appends to the ``metrics.csv`` of a previous (killed) attempt."""
+    def __init__(self, save_dir: str | Path, name: str) -> None:
+        super().__init__()
+        self._name = name
+        self._dir = Path(save_dir) / name
+        self._file = self._dir / names.METRICS_FILE
+        self._rows: list[dict[str, str | float]] = []
+        self._keys: set[str] = set()
+        if self._file.is_file():
+            with self._file.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    self._rows.append({k: v for k, v in row.items() if k and v not in (None, "")})
+            self._keys = {k for row in self._rows for k in row}
 
     @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def root_dir(self) -> str:
+        return str(self._dir.parent)
+
+    @property
+    def log_dir(self) -> str:
+        return str(self._dir)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """The config is the run's ``config.yaml``; nothing to log here."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row: dict[str, str | float] = {
+            k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()
+        }
+        if step is not None:
+            row["step"] = step
+        self._rows.append(row)
+        self._keys.update(row)
+
+    @rank_zero_only
+    def save(self) -> None:
+        if not self._rows:
+            return
+        self._dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._file.with_name(f".{self._file.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=sorted(self._keys))
+            writer.writeheader()
+            writer.writerows(self._rows)
+        os.replace(tmp, self._file)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
 
 
 class EpochSeed(L.Callback):

@@ -66,7 +66,7 @@ def build_trainer(
     if progress:
         cbs.append(RichProgressBar(leave=True))
     loggers = [
-        AppendingCSVLogger(FoldDir(fold_dir).logs_dir, name=f"stage{stage_index}", version=""),
+        AppendingCSVLogger(FoldDir(fold_dir).logs_dir, name=f"stage{stage_index}"),
         TensorBoardLogger(FoldDir(fold_dir).logs_dir, name="tensorboard", version=f"stage{stage_index}"),
     ]
     kwargs = {}
