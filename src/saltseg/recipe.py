@@ -150,9 +150,11 @@ def run_recipe(
     scale: float = 1.0,
     resume: bool = False,
     progress: bool = True,
+    folds: list[int] | None = None,
 ) -> RecipeSummary:
     """Run every step of ``recipe`` into ``out``; returns (and writes to ``out/recipe.json``) what each
-    step did."""
+    step did. ``folds`` limits every training step to those of its folds (a rehearsal on fold 0: the
+    ensembles and pseudo-labels then come from fold-0 models)."""
     from saltseg.artifacts import RunDir
     from saltseg.inference.calibrate import fit_run_temperature
     from saltseg.inference.ensemble import build_ensemble
@@ -173,11 +175,13 @@ def run_recipe(
         out,
         names.RECIPE_FILE,
         resume,
-        lambda: RecipeSummary(recipe=recipe.model_dump(), scale=scale),
+        lambda: RecipeSummary(recipe=recipe.model_dump(), scale=scale, folds=folds),
         "recipe",
     )
-    if resumed and (state.recipe != recipe.model_dump() or state.scale != scale):
-        raise DataError("the recipe folder was started with another recipe or scale; use a new --out", out)
+    if resumed and (state.recipe != recipe.model_dump() or state.scale != scale or state.folds != folds):
+        raise DataError(
+            "the recipe folder was started with another recipe, scale or folds; use a new --out", out
+        )
     started, earlier = time.time(), state.minutes
 
     def save() -> None:
@@ -191,8 +195,12 @@ def run_recipe(
         where = out / step.name
         if step.kind == "train":
             cfg = _scaled(load_config(step.train, step.overrides), scale)  # type: ignore[arg-type]
-            folds = list(range(cfg.data.folds)) if step.folds == "all" else list(step.folds)
-            folds_of[step.name] = folds
+            step_folds = list(range(cfg.data.folds)) if step.folds == "all" else list(step.folds)
+            if folds is not None:
+                step_folds = [k for k in step_folds if k in folds]
+                if not step_folds:
+                    raise ConfigError(f"step {step.name!r} trains none of the folds {folds}")
+            folds_of[step.name] = step_folds
         if done is not None:
             continue
         t0 = time.time()
@@ -209,13 +217,13 @@ def run_recipe(
                 cfg,
                 data_dir,
                 where,
-                folds_to_run=folds,
+                folds_to_run=step_folds,
                 resume=resume and RunDir(where).config_file.exists(),
                 progress=progress,
             )
             assert summary is not None
             _, log = tune_run(where)
-            record.config, record.folds, record.oof_tuned = cfg.name, folds, log[-1][1]
+            record.config, record.folds, record.oof_tuned = cfg.name, step_folds, log[-1][1]
             record.epochs = [s.epochs for s in cfg.stages]
         elif step.kind == "ensemble":
             members = [out / s for s in step.ensemble or []]

@@ -362,5 +362,6 @@ class RecipeSummary(StepState):
 
     recipe: dict
     scale: float
+    folds: list[int] | None = None  # every training step limited to these folds (None: its own)
     steps: dict[str, RecipeStepRecord] = {}
     submission: SubmissionRecord | None = None

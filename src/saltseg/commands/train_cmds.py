@@ -359,6 +359,11 @@ def _recipe(p: argparse.ArgumentParser):
     p.add_argument("--test", type=Path, help="unlabelled tiles (pseudo-label steps and the submission)")
     p.add_argument("--out", type=Path, required=True, help="recipe folder: one folder per step")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's epochs (at least 1)")
+    p.add_argument(
+        "--folds",
+        type=lambda v: [int(k) for k in v.split(",")],
+        help="train only these folds in every step (comma-separated; a rehearsal: --folds 0)",
+    )
     p.add_argument("--resume", action="store_true", help="continue a killed recipe")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -374,6 +379,7 @@ def _recipe(p: argparse.ArgumentParser):
             scale=args.scale,
             resume=args.resume,
             progress=not args.no_progress,
+            folds=args.folds,
         )
         for name, step in state.steps.items():
             score = f", oof {step.oof_tuned:.4f}" if step.oof_tuned is not None else ""
