@@ -272,3 +272,35 @@ def test_a_pipeline_folder_of_the_flat_layout_loads_and_resumes(
     assert again.rounds == first.rounds
     assert (out / "round1" / "fold0" / "summary.json").stat().st_mtime_ns == stamp
     assert "rounds" in json.loads((out / "pipeline.json").read_text())  # rewritten in the new layout
+
+
+def test_pipeline_killed_at_a_random_point_resumes_to_the_uninterrupted_result(
+    pipe_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 13, fault injection: SIGKILL ``saltseg pipeline`` at a random moment of its run (seeded);
+    ``--resume`` then finishes with the uninterrupted pipeline's OOF score and submission, and no
+    temporary file is left anywhere in the folder."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from test_resume_ddp import child_env, saltseg_cmd
+
+    data, cfg = pipe_data
+    argv = [*saltseg_cmd(), "pipeline", str(cfg), "--data", str(data), "--test", str(data), "--no-progress"]
+    t0 = time.monotonic()
+    ref = tmp_path / "ref"
+    subprocess.run([*argv, "--out", str(ref)], env=child_env(), check=True, capture_output=True)
+    took = time.monotonic() - t0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*argv, "--out", str(out)], env=child_env(), stdout=subprocess.DEVNULL)
+    time.sleep(random.Random(13).uniform(0.3, 0.9) * took)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() in (-signal.SIGKILL, 0)
+    rerun = subprocess.run([*argv, "--out", str(out), "--resume"], env=child_env(), capture_output=True)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    done, want = (read_record(PipelineSummary, d / "pipeline.json") for d in (out, ref))
+    assert done.oof_score == want.oof_score and done.rounds[1].tuning == want.rounds[1].tuning
+    assert (out / "submission.csv").read_text() == (ref / "submission.csv").read_text()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes]

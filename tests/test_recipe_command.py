@@ -78,6 +78,21 @@ def test_a_whole_recipe_runs_scaled_and_resumes(data: Path, tmp_path: Path, caps
     assert main(argv) == 2  # not empty, no --resume
 
 
+def test_a_rehearsal_on_one_fold_trains_fold_0_in_every_step(data: Path, tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path)
+    out = tmp_path / "fold0"
+    argv = ["recipe", str(recipe), "--data", str(data), "--test", str(data), "--out", str(out)]
+    assert main([*argv, "--scale", "0.25", "--folds", "0", "--no-progress"]) == 0
+    state = json.loads((out / "recipe.json").read_text())
+    trained = [name for name, step in state["steps"].items() if step["kind"] == "train"]
+    assert trained == ["a", "b", "pretrain", "finetune"] and state["folds"] == [0]
+    for name in trained:
+        assert state["steps"][name]["folds"] == [0]
+        assert sorted(p.name for p in (out / name).glob("fold[0-9]*")) == ["fold0"]
+    assert len((out / "submission.csv").read_text().splitlines()) == 7
+    assert main([*argv, "--scale", "0.25", "--resume"]) == 2  # all folds now: another plan, refused
+
+
 def test_recipe_files_are_checked(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.yaml"
     for text, message in [

@@ -220,9 +220,10 @@ def run_pipeline(
         PipelineSummary,
         out,
         names.PIPELINE_FILE,
-        resume and cfg_file.exists(),
+        resume,
         lambda: PipelineSummary(config=cfg.name, data=str(data_dir.resolve())),
         "pipeline",
+        first_files=(names.CONFIG_FILE, names.PIPELINE_FILE),
     )
     if resumed:
         cfg = load_config(cfg_file)  # the budget-fitted config of the first start

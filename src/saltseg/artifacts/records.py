@@ -174,10 +174,18 @@ S = TypeVar("S", bound=StepState)
 
 
 def start_step_state(
-    cls: type[S], out: Path, file_name: str, resume: bool, fresh: Callable[[], S], kind: str
+    cls: type[S],
+    out: Path,
+    file_name: str,
+    resume: bool,
+    fresh: Callable[[], S],
+    kind: str,
+    first_files: tuple[str, ...] = (),
 ) -> tuple[S, bool]:
     """The state of the step folder ``out``: read back from ``out/file_name`` when resuming one, else
     ``fresh()`` in a new (or empty) folder, which is created. Returns the state and whether it was read.
+    A resumed folder that holds only ``first_files`` (what the command writes before its state: it was
+    killed in between) starts afresh.
 
     Raises:
         DataError: ``out`` holds files but is not being resumed (or has no state to resume).
@@ -185,7 +193,12 @@ def start_step_state(
     state_file = out / file_name
     if resume and state_file.exists():
         return read_record(cls, state_file), True
-    if out.exists() and any(out.iterdir()):
+    held = list(out.iterdir()) if out.is_dir() else []
+    if resume and all(p.name in first_files for p in held):
+        for p in held:
+            p.unlink()
+        held = []
+    if out.exists() and (held or not out.is_dir()):
         raise DataError(f"{kind} folder exists and is not empty; use --resume or another --out", out)
     out.mkdir(parents=True, exist_ok=True)
     return fresh(), False
