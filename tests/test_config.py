@@ -335,3 +335,23 @@ def test_a_key_given_twice_and_odd_files_are_clear_errors(tmp_path: Path) -> Non
         load_config(binary)
     with pytest.raises(ConfigError, match="not a folder"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.batch_size=true",
+        "model.base_channels=yes",
+        "stages.0.epochs=on",
+        "augment.hflip=true",
+        "seed=false",
+    ],
+)
+def test_a_boolean_for_a_number_is_refused_not_read_as_1(override: str) -> None:
+    """YAML reads true / yes / on as a boolean, which pydantic would take as the number 1 and train with."""
+    from saltseg.training.config import load_config
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"'{key}'.*a number, not (true|false)"):
+        load_config("cpu_fast", [override])
+    assert load_config("cpu_fast", ["model.hypercolumn=true"]).model.hypercolumn is True  # bools stay bools

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from saltseg.utils.validation import ConfigSection
 
 __all__ = ["AugmentConfig"]
 
 
-class AugmentConfig(BaseModel):
+class AugmentConfig(ConfigSection):
     """Training augmentations; each transform is applied independently with its own probability.
 
     Geometric transforms (flips, shift/scale, rotate, shear, random crop) move image and mask together;

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from saltseg.utils.validation import ConfigSection
 
 __all__ = ["DeepSupervisionWeights", "LossConfig", "LossName", "PixelLossName"]
 
@@ -15,7 +17,7 @@ LossName = Literal["bce", "dice", "bce_dice", "lovasz", "lovasz_elu", "lovasz_sy
 """Every ``loss.name``: a single pixel loss, or ``sum`` (the weighted sum of ``loss.terms``)."""
 
 
-class DeepSupervisionWeights(BaseModel):
+class DeepSupervisionWeights(ConfigSection):
     """Weights of the three deep-supervision terms.
 
     Attributes:
@@ -31,7 +33,7 @@ class DeepSupervisionWeights(BaseModel):
     nonempty: float = Field(0.5, ge=0.0)
 
 
-class LossConfig(BaseModel):
+class LossConfig(ConfigSection):
     """Which loss to train with.
 
     Attributes:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from saltseg.utils.validation import ConfigSection
 
 ChannelName = Literal["image", "row_ramp", "x_ramp", "cumsum"]
 """Input channels the :class:`~saltseg.models.adapter.InputAdapter` can build from the raw image."""
@@ -16,7 +18,7 @@ CHANNEL_NAMES: tuple[str, ...] = ("image", "row_ramp", "x_ramp", "cumsum")
 SCRATCH_ARCHS = ("vanilla_unet", "dilated_unet")
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(ConfigSection):
     """Everything needed to build a salt segmentation model (see ``create_model``).
 
     Options shared by all segmentation architectures (``unet``, ``gcn_gau``, ``vanilla_unet``,

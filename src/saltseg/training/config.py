@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from saltseg.augment.config import AugmentConfig
 from saltseg.errors import ConfigError
 from saltseg.losses.config import LossConfig
 from saltseg.models.config import ModelConfig
+from saltseg.utils.validation import ConfigSection
 
 
-class _Strict(BaseModel):
+class _Strict(ConfigSection):
     model_config = ConfigDict(extra="forbid")
 
 
