@@ -60,3 +60,17 @@ def test_blend_refuses_mismatched_or_bad_input(subs: list[Path], tmp_path: Path,
     notes.write_text("mine")
     assert "not a submission" in error(*map(str, subs), "--out", str(notes))
     assert notes.read_text() == "mine" and not (tmp_path / "x.csv").exists()
+
+
+def test_blend_never_writes_into_a_dataset_folder(subs: list[Path], tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``blend`` reads no dataset, yet its ``--out`` into one (over its ``sample_submission.csv``) is
+    refused: every output file is checked against the Kaggle layout of its folder."""
+    from saltseg.data.synth import write_kaggle_layout
+
+    data = write_kaggle_layout(tmp_path / "data", n_train=4, n_test=3, seed=0)
+    sample = data / "sample_submission.csv"
+    before = sample.read_bytes()
+    assert main(["blend", *map(str, subs), "--out", str(sample)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "never writes into a dataset" in err
+    assert sample.read_bytes() == before

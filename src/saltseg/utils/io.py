@@ -166,6 +166,14 @@ def _same_or_inside(path: Path, other: Path) -> bool:
     return p == o or (o.is_dir() and p.is_relative_to(o))
 
 
+def looks_like_dataset(folder: Path) -> bool:
+    """True for the root of a Kaggle-layout dataset: a ``train/images`` or ``test/images`` folder beside
+    its ``depths.csv``, ``train.csv`` or ``sample_submission.csv``."""
+    has_tiles = any((folder / split / "images").is_dir() for split in ("train", "test"))
+    has_csv = any((folder / f).is_file() for f in ("depths.csv", "train.csv", "sample_submission.csv"))
+    return has_tiles and has_csv
+
+
 def check_output_file(
     out: str | Path,
     inputs: Sequence[str | Path] = (),
@@ -190,6 +198,10 @@ def check_output_file(
     out = Path(out)
     if out.is_dir():
         raise DataError("the output is a folder; give a file name", out)
+    if looks_like_dataset(out.parent):  # even one the command does not read (blend, ensemble)
+        raise DataError(
+            f"the output lies in the dataset folder {out.parent}; saltseg never writes into a dataset", out
+        )
     for ds in datasets:
         if Path(ds).is_dir() and _same_or_inside(out, Path(ds)):
             raise DataError(
