@@ -459,7 +459,7 @@ def test_blend_refuses_bad_files_and_outputs(
     one_error(["blend", a, b, "--out", a], capsys, str(a), "would overwrite the input")
     assert a.read_bytes() == before
     one_error(
-        ["blend", a, b, "--out", data.root / "depths.csv"], capsys, "depths.csv", "not a submission CSV"
+        ["blend", a, b, "--out", data.root / "depths.csv"], capsys, "depths.csv", "inside the dataset folder"
     )
     foreign = tmp_path / "notes.csv"
     foreign.write_text("mine\n")
@@ -625,7 +625,7 @@ def test_export_never_replaces_an_input_or_a_foreign_file(
     one_error(["export", run, "--onnx", best], capsys, str(best), "would overwrite the input")
     assert best.read_bytes() == model_bytes == ckpt.read_bytes()
     before = snapshot(data.root)
-    one_error(["export", ckpt, "--onnx", data.root / "train.csv"], capsys, "train.csv", "not an ONNX graph")
+    one_error(["export", ckpt, "--onnx", data.root / "train.csv"], capsys, "train.csv", "inside the dataset")
     assert snapshot(data.root) == before
     foreign = tmp_path / "mine.onnx"
     foreign.write_text("mine\n")
@@ -798,18 +798,3 @@ def test_pseudo_refuses_missing_predictions(
     argv = ["pseudo", tmp_path / "nope", "--images", data.root, "--out", tmp_path / "ps"]
     one_error(argv, capsys, "nope", "no probabilities")
     assert not (tmp_path / "ps").exists()
-
-
-def test_train_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``train --out`` a folder of the user's files would write ``folds.csv`` / ``config.yaml`` among them
-    (and replace a ``folds.csv`` of theirs): refused before anything is written."""
-    from saltseg.data.synth import write_kaggle_layout
-
-    data = write_kaggle_layout(tmp_path / "data", n_train=20, n_test=0, seed=0)
-    out = tmp_path / "mine"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    assert main(["train", "demo_quick", "--data", str(data), "--out", str(out), "--fold", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {out}: ") and "not a saltseg run (notes.txt)" in err
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

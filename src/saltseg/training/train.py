@@ -18,7 +18,6 @@ from saltseg.artifacts import (
     RunDir,
     RunSummary,
     init_checkpoint,
-    names,
     read_data_dir,
 )
 from saltseg.checkpoints import init_from_checkpoint
@@ -94,19 +93,6 @@ def prepare_run(
         _check_resume_matches(cfg, data_dir, out)
     if writer and out.exists() and not out.is_dir():
         raise SaltsegError("the run folder exists and is a file; choose another --out", out)
-    if writer and out.is_dir() and not run.config_file.exists():
-        # a run writes folds.csv, then config.yaml: a folder holding anything else is not a run of ours
-        foreign = sorted(
-            p.name
-            for p in out.iterdir()
-            if p.name not in (names.FOLDS_FILE, names.DATA_FILE) and not p.name.startswith(".")
-        )
-        if foreign:
-            raise SaltsegError(
-                f"the folder holds files that are not a saltseg run ({', '.join(foreign[:3])}); "
-                "train into a new or empty --out",
-                out,
-            )
     if writer and Path(data_dir).is_dir() and out.resolve().is_relative_to(Path(data_dir).resolve()):
         raise SaltsegError(
             f"the run folder lies inside the dataset folder {data_dir}; saltseg never writes into a dataset",

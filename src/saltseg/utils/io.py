@@ -198,11 +198,7 @@ def check_output_file(
     out = Path(out)
     if out.is_dir():
         raise DataError("the output is a folder; give a file name", out)
-    if looks_like_dataset(out.parent):  # even one the command does not read (blend, ensemble)
-        raise DataError(
-            f"the output lies in the dataset folder {out.parent}; saltseg never writes into a dataset", out
-        )
-    for ds in datasets:
+    for ds in [*datasets, *([out.parent] if looks_like_dataset(out.parent) else [])]:
         if Path(ds).is_dir() and _same_or_inside(out, Path(ds)):
             raise DataError(
                 f"the output lies inside the dataset folder {ds}; saltseg never writes into a dataset", out
