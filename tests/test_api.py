@@ -30,6 +30,10 @@ def test_every_public_name_is_a_documented_function_or_class() -> None:
             continue
         obj = getattr(saltseg, name)
         assert callable(obj) and inspect.getdoc(obj), name
+    from saltseg import api
+
+    # saltseg/__init__.py names the API itself so that `import saltseg` stays light: the two lists agree
+    assert sorted(n for n in saltseg.__all__ if n != "__version__") == sorted(api.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         saltseg.nope  # noqa: B018
 
