@@ -78,6 +78,23 @@ def test_space_kinds_parse(tmp_path: Path) -> None:
     )
 
 
+def test_baseline_params_are_the_configs_own_values_inside_the_space(files: tuple[Path, Path]) -> None:
+    from saltseg.training.config import load_config
+    from saltseg.training.search import ParamSpec, baseline_params
+
+    cfg = load_config(files[0])
+    lr = ParamSpec(LR_KEY, "log", 0.001, 0.01)
+    batch = ParamSpec("train.batch_size", "choices", choices=(8, 16, 32))
+    wd = ParamSpec("stages.0.optimizer.weight_decay", "float", 0.0, 0.1, step=0.05)  # a default, not in BASE
+    assert baseline_params(cfg, [lr, batch, wd]) == {LR_KEY: 0.003, "train.batch_size": 16, wd.key: 0.0}
+    # one value outside its distribution (or a key the config lacks): no baseline trial at all
+    assert baseline_params(cfg, [ParamSpec(LR_KEY, "log", 0.01, 0.1)]) is None
+    assert baseline_params(cfg, [ParamSpec("train.batch_size", "choices", choices=(8, 32))]) is None
+    assert baseline_params(cfg, [ParamSpec("stages.0.optimizer.weight_decay", "float", 0.01, 0.1)]) is None
+    assert baseline_params(cfg, [ParamSpec("stages.3.optimizer.lr", "log", 0.001, 0.01)]) is None
+    assert baseline_params(cfg, [ParamSpec("train.batch_size", "int", 0, 64, step=5)]) is None  # off the grid
+
+
 def test_space_key_that_breaks_the_config_is_refused_before_any_trial(
     data: Path, files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -156,6 +173,8 @@ def test_search_runs_resumes_and_shows_in_runs_and_report(
     assert main([*args, "--trials", "1", "--seed", "1"]) == 0
     first = read_study(out)
     assert [t.state for t in first.trials] == ["COMPLETE"]
+    # a new study runs the base config's own values first: the line the other trials are read against
+    assert first.baseline is first.trials[0] and first.trials[0].params == {LR_KEY: 0.003}
     run0 = out / "trials" / "trial_0000"
     assert (run0 / "config.yaml").exists() and (run0 / "fold0" / "summary.json").exists()
     stamp = (run0 / "fold0" / "summary.json").stat().st_mtime
@@ -171,7 +190,7 @@ def test_search_runs_resumes_and_shows_in_runs_and_report(
     # the study in `saltseg runs` and `saltseg report`
     assert main(["runs", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "2 complete" in text and LR_KEY in text and "trial_0001" in text
+    assert "2 complete" in text and LR_KEY in text and "trial_0001" in text and "0 (baseline)" in text
     page = tmp_path / "report.html"
     assert main(["report", str(out), "--out", str(page)]) == 0
     html = page.read_text()

@@ -651,7 +651,7 @@ def _study_section(study: StudyReport, index: int) -> str:
     for t in study.ranked():
         rows.append(
             [
-                str(t.number),
+                f"{t.number} (baseline)" if t.baseline else str(t.number),
                 _e(t.state.lower()),
                 _f(t.value),
                 _f(t.last_score),

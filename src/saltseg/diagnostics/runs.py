@@ -628,7 +628,7 @@ def format_study(report: StudyReport, top: int = 10):
 
     for t in report.ranked()[:top]:
         table.add_row(
-            str(t.number),
+            f"{t.number} (baseline)" if t.baseline else str(t.number),
             t.state.lower(),
             num(t.value, 4),
             num(t.last_score, 4),

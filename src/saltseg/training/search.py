@@ -28,7 +28,14 @@ import lightning as L
 
 from saltseg.artifacts import names
 from saltseg.errors import ConfigError, SaltsegError
-from saltseg.training.config import apply_overrides, load_config, parse_config, read_config_dict, read_yaml
+from saltseg.training.config import (
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    parse_config,
+    read_config_dict,
+    read_yaml,
+)
 from saltseg.training.study import SEARCH_FILE, STUDY_FILE, STUDY_NAME, TRIAL_FILE, StudyReport, read_study
 from saltseg.utils.io import write_json
 
@@ -64,6 +71,22 @@ class ParamSpec:
         if self.kind == "int":
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1))
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.kind == "log")
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this distribution can draw (the baseline trial's check)."""
+        if self.kind == "choices":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        assert self.low is not None and self.high is not None
+        if not self.low <= value <= self.high:
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        if self.step is None:
+            return True
+        steps = (value - self.low) / self.step
+        return abs(steps - round(steps)) < 1e-9
 
     def corners(self) -> list[Any]:
         """The extreme values of the distribution (used to check the space against the config)."""
@@ -130,6 +153,28 @@ def trial_config(base: dict[str, Any], overrides: list[str], params: dict[str, A
     raw = apply_overrides(copy.deepcopy(base), overrides)
     raw = apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in params.items()])
     return parse_config(raw, source)
+
+
+def baseline_params(config: ExperimentConfig, space: list[ParamSpec]) -> dict[str, Any] | None:
+    """The base config's own values of the searched keys, or None when one lies outside the space.
+
+    A new study runs these first, so that every other trial is compared with the config it starts from.
+    """
+    raw = config.model_dump(mode="json")
+    params: dict[str, Any] = {}
+    for spec in space:
+        node: Any = raw
+        for part in spec.key.split("."):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                return None
+        if not spec.contains(node):
+            return None
+        params[spec.key] = node
+    return params
 
 
 def check_space(base: dict[str, Any], overrides: list[str], space: list[ParamSpec], source: Path) -> None:
@@ -307,6 +352,11 @@ def run_search(
         pruner=_pruner(pruner),
         load_if_exists=True,
     )
+
+    if not study.get_trials(deepcopy=False):
+        baseline = baseline_params(cfg0, space)
+        if baseline is not None:  # trial 0: the config as it is, the line every other trial is read against
+            study.enqueue_trial(baseline, user_attrs={"baseline": True})
 
     loaded: dict[tuple[bool, bool], object] = {}
 

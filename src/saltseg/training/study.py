@@ -32,6 +32,7 @@ class TrialRow:
     minutes: float | None
     params: dict[str, Any]
     run: str | None
+    baseline: bool = False  # the base config's own values (trial 0 of a new study)
 
     def param_text(self, key: str, missing: str = "-") -> str:
         """The value of ``key`` for a table: 4 significant digits for floats, ``missing`` if absent."""
@@ -54,6 +55,11 @@ class StudyReport:
         """The complete trial with the highest score."""
         done = [t for t in self.trials if t.state == "COMPLETE" and t.value is not None]
         return max(done, key=lambda t: t.value or 0.0) if done else None
+
+    @property
+    def baseline(self) -> TrialRow | None:
+        """The trial of the base config's own values, if the study ran one."""
+        return next((t for t in self.trials if t.baseline), None)
 
     def ranked(self) -> list[TrialRow]:
         """Complete trials best first, then the others by their last validation score."""
@@ -92,6 +98,7 @@ def read_study(out: str | Path) -> StudyReport:
                 minutes=t.user_attrs.get("minutes"),
                 params=dict(t.params),
                 run=t.user_attrs.get("run"),
+                baseline=bool(t.user_attrs.get("baseline", False)),
             )
         )
     importances: dict[str, float] = {}
