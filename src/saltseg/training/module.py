@@ -9,7 +9,7 @@ import torch
 from saltseg.losses import create_loss
 from saltseg.metrics.kaggle import kaggle_scores
 from saltseg.training.config import ExperimentConfig, StageConfig
-from saltseg.training.schedules import build_optimizer, lr_multiplier
+from saltseg.training.schedules import build_optimizer, build_scheduler
 
 
 class SaltModule(L.LightningModule):
@@ -86,6 +86,5 @@ class SaltModule(L.LightningModule):
             }
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = total / max(stage.epochs, 1)
-        fn = lr_multiplier(stage.schedule, stage.optimizer.lr, total, per_epoch)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
+        sched = build_scheduler(stage.schedule, opt, total, per_epoch)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
