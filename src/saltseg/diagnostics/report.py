@@ -7,18 +7,24 @@ worst and best tiles; for several runs or an ensemble, a side-by-side table of t
 
 Every section has an ``id`` (:data:`SECTION_IDS`); in a report of several runs, the ids of the second
 and later runs end in ``-2``, ``-3``...
+
+The page is rendered from the jinja2 templates in ``diagnostics/templates`` (autoescaped): this module
+computes what they show (tables as :class:`TableView`, figures as :class:`FigureView`), the templates
+hold the HTML.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from markupsafe import Markup
 
 from saltseg.artifacts import names
 from saltseg.diagnostics.runs import RunInfo, member_runs, open_run
@@ -26,6 +32,9 @@ from saltseg.errors import SaltsegError
 from saltseg.metrics.kaggle import coverage, kaggle_scores, score_breakdown
 from saltseg.training.study import StudyReport, is_study_dir, read_study
 from saltseg.utils.io import atomic_write
+
+if TYPE_CHECKING:
+    import jinja2
 
 log = logging.getLogger(__name__)
 
@@ -47,84 +56,76 @@ SECTION_IDS = (
 )
 COMPARE_IDS = ("sec-compare", "tbl-compare")
 
-_CSS = """
-:root { --fg:#0f172a; --muted:#475569; --line:#e2e8f0; --bg:#f8fafc; --accent:#2563eb; }
-* { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
-       color:var(--fg); background:var(--bg); }
-main { max-width:1240px; margin:0 auto; padding:20px 28px 60px; }
-h1 { font-size:24px; margin:4px 0 2px; } h2 { font-size:20px; margin:0 0 10px; }
-h3 { font-size:16px; margin:22px 0 8px; color:#1e293b; }
-.sub { color:var(--muted); margin:0 0 14px; }
-section.run, section.compare { background:#fff; border:1px solid var(--line); border-radius:10px;
-       padding:18px 22px; margin:18px 0; box-shadow:0 1px 2px rgba(15,23,42,.05); }
-.cards { display:flex; flex-wrap:wrap; gap:10px; margin:6px 0 8px; }
-.card { border:1px solid var(--line); border-radius:8px; padding:8px 14px; min-width:130px;
-        background:var(--bg); }
-.card b { display:block; font-size:20px; } .card span { color:var(--muted); font-size:12px; }
-table { border-collapse:collapse; margin:6px 0 10px; font-size:13px; }
-th, td { border-bottom:1px solid var(--line); padding:4px 10px; text-align:right; white-space:nowrap; }
-th { background:#f1f5f9; font-weight:600; } td.l, th.l { text-align:left; }
-tr.hi td { background:#eff6ff; font-weight:600; }
-figure { margin:8px 0 16px; } figure img { max-width:100%; height:auto; border:1px solid var(--line);
-       border-radius:6px; background:#fff; }
-figcaption { color:var(--muted); font-size:12.5px; margin-top:4px; }
-.row { display:flex; flex-wrap:wrap; gap:28px; align-items:flex-start; }
-.note { color:#92400e; background:#fffbeb; border:1px solid #fde68a; border-radius:6px; padding:6px 10px;
-       display:inline-block; margin:4px 0; }
-nav a { color:var(--accent); margin-right:14px; text-decoration:none; }
-.status-done { color:#15803d; } .status-failed { color:#b91c1c; } .status-stopped { color:#b45309; }
-.status-running { color:#1d4ed8; }
-code { font-size:12.5px; background:#f1f5f9; padding:1px 4px; border-radius:4px; }
-"""
-
-
-def _e(x: object) -> str:
-    return html.escape(str(x), quote=True)
+Cell = str | Markup
+"""A table cell: text (escaped by the template) or :class:`Markup` (HTML kept as it is)."""
 
 
 def _f(v: object, nd: int = 4) -> str:
+    """A number for a cell: ``nd`` decimals, a dash for None / NaN; other values as text."""
     if v is None:
         return "–"
     try:
         fv = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return _e(v)
+        return str(v)
     return "–" if not np.isfinite(fv) else f"{fv:.{nd}f}"
+
+
+def _code(x: object) -> Markup:
+    return Markup("<code>{}</code>").format(x)
+
+
+def _bold(x: object) -> Markup:
+    return Markup("<b>{}</b>").format(x)
+
+
+def _status(s: str) -> Markup:
+    return Markup('<span class="status-{0}">{0}</span>').format(s)
 
 
 _NUMERIC = re.compile(r"^[\s–\-+.,:%@×0-9]*$")
 
 
-def _table(
-    headers: list[str], rows: list[list[object]], id_: str | None = None, hi: set[int] | None = None
-) -> str:
-    """An HTML table (cells are HTML); columns of numbers right-aligned, rows in ``hi`` highlighted."""
-    a = f' id="{_e(id_)}"' if id_ else ""
-    ncol = len(headers)
-    numeric = [
-        bool(rows)
-        and all(_NUMERIC.match(re.sub(r"<[^>]+>|\([^)]*\)", "", str(r[i]))) for r in rows if i < len(r))
-        for i in range(ncol)
-    ]
-    cls = ["" if numeric[i] else ' class="l"' for i in range(ncol)]
-    head = "".join(f"<th{cls[i]}>{_e(h)}</th>" for i, h in enumerate(headers))
-    body = []
-    for k, r in enumerate(rows):
-        cells = "".join(f"<td{cls[i] if i < ncol else ''}>{c}</td>" for i, c in enumerate(r))
-        tr = '<tr class="hi">' if hi and k in hi else "<tr>"
-        body.append(f"{tr}{cells}</tr>")
-    return f"<table{a}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+@dataclass
+class TableView:
+    """A table for the page: headers, rows of cells, highlighted rows; columns of numbers right-aligned."""
+
+    headers: list[str]
+    rows: list[list[Cell]]
+    id: str | None = None
+    hi: set[int] = field(default_factory=set)
+
+    @property
+    def left(self) -> list[bool]:
+        """Per column: left-aligned (text) rather than right-aligned (numbers only, tags ignored)."""
+
+        def numeric(i: int) -> bool:
+            cells = [re.sub(r"<[^>]+>|\([^)]*\)", "", str(r[i])) for r in self.rows if i < len(r)]
+            return bool(self.rows) and all(_NUMERIC.match(c) for c in cells)
+
+        return [not numeric(i) for i in range(len(self.headers))]
 
 
-def _figure(id_: str, uri: str, caption: str, alt: str) -> str:
-    return (
-        f'<figure id="{_e(id_)}"><img src="{uri}" alt="{_e(alt)}"><figcaption>{caption}</figcaption></figure>'
+@dataclass
+class FigureView:
+    """A figure for the page: a PNG data URI, its caption (text or Markup) and alt text."""
+
+    id: str
+    uri: str
+    caption: Cell
+    alt: str
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("saltseg.diagnostics", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
-
-
-def _status(s: str) -> str:
-    return f'<span class="status-{_e(s)}">{_e(s)}</span>'
 
 
 # ---------------------------------------------------------------------------------------------- analysis
@@ -246,7 +247,7 @@ def _images(src: object | None, ids: list[str]) -> list[np.ndarray | None]:
     return out
 
 
-def _full_postprocess(run: RunInfo, oof: _Oof, src: object | None) -> str | None:
+def _full_postprocess(run: RunInfo, oof: _Oof, src: object | None) -> Markup | None:
     """The OOF score with every setting of the run's ``postprocess.json`` (the sections below use
     its threshold only), or why it could not be computed; None without such a file."""
     if run.postprocess is None:
@@ -257,40 +258,45 @@ def _full_postprocess(run: RunInfo, oof: _Oof, src: object | None) -> str | None
     try:
         cfg = load_postprocess(run.path / names.POSTPROCESS_FILE)
     except SaltsegError as exc:
-        return f"postprocess.json not applied: {_e(exc)}"
-    what = [f"threshold {cfg.threshold:.2f}"]
+        return Markup("postprocess.json not applied: {}").format(exc)
+    what: list[Cell] = [f"threshold {cfg.threshold:.2f}"]
     if cfg.crf:
         cfg = cfg.model_copy(update={"crf": False})
-        what.append("<i>without</i> its dense CRF (slow)")
+        what.append(Markup("<i>without</i> its dense CRF (slow)"))
     images = None
     if cfg.flat_empty:
         try:
             images = load_images([src.image_path(i) for i in oof.ids]) if src is not None else None  # type: ignore[attr-defined]
         except SaltsegError:
             images = None
-        what.append("flat tiles empty" if images is not None else "<i>not</i> flat tiles empty (no images)")
+        what.append(
+            "flat tiles empty" if images is not None else Markup("<i>not</i> flat tiles empty (no images)")
+        )
     if cfg.min_area:
         what.append(f"masks under {cfg.min_area} px emptied")
     if cfg.empty_threshold is not None:
         what.append(
             f"salt head below {cfg.empty_threshold:.2f} emptied"
             if oof.salt is not None
-            else "<i>no</i> salt head"
+            else Markup("<i>no</i> salt head")
         )
     masks = apply_postprocess(oof.probs, cfg, images, oof.salt)
     score = float(kaggle_scores(masks, oof.truth).mean())
-    return f"with all of postprocess.json ({', '.join(what)}): OOF score <b>{score:.4f}</b>"
+    return Markup("with all of postprocess.json ({}): OOF score <b>{:.4f}</b>").format(
+        Markup(", ").join(what), score
+    )
 
 
-def _stages_table(run: RunInfo, sid) -> str:
-    rows = []
+def _stages_table(run: RunInfo, sid) -> tuple[str, TableView | None]:
+    """The model's name and the table of the run's stages (None without stages)."""
+    rows: list[list[Cell]] = []
     for i, s in enumerate(run.config.get("stages") or []):
         if not isinstance(s, dict):
             continue
         opt = s.get("optimizer") or {}
         sch = s.get("schedule") or {}
         loss = s.get("loss") or {}
-        sched = _e(sch.get("name", "")) + (
+        sched = str(sch.get("name", "")) + (
             f" ×{sch['cycles']}"
             if sch.get("cycles") and sch.get("name") in ("cosine_restarts", "cyclic")
             else ""
@@ -298,16 +304,14 @@ def _stages_table(run: RunInfo, sid) -> str:
         rows.append(
             [
                 str(i),
-                _e(s.get("name", "")),
+                str(s.get("name", "")),
                 str(s.get("epochs", "")),
-                _e(loss.get("name", "")),
-                _e(f"{opt.get('name', '')} lr {opt.get('lr', '')}"),
+                str(loss.get("name", "")),
+                f"{opt.get('name', '')} lr {opt.get('lr', '')}",
                 sched,
                 "yes" if s.get("snapshots") else "",
             ]
         )
-    if not rows:
-        return ""
     model = run.config.get("model") or {}
     arch = (
         " / ".join(str(model[k]) for k in ("arch", "encoder") if model.get(k))
@@ -316,50 +320,48 @@ def _stages_table(run: RunInfo, sid) -> str:
     )
     if isinstance(model, dict) and model.get("arch") == "vanilla_unet":
         arch = f"vanilla_unet (base {model.get('base_channels')}, depth {model.get('depth')})"
-    return f'<h3>Stages</h3><p class="sub">model: <code>{_e(arch)}</code></p>' + _table(
-        ["#", "stage", "epochs", "loss", "optimizer", "schedule", "snapshots"], rows, sid("tbl-stages")
-    )
+    if not rows:
+        return arch, None
+    headers = ["#", "stage", "epochs", "loss", "optimizer", "schedule", "snapshots"]
+    return arch, TableView(headers, rows, sid("tbl-stages"))
 
 
-def _folds_table(run: RunInfo, sid) -> str:
-    rows = []
+def _folds_table(run: RunInfo, sid) -> TableView | None:
+    rows: list[list[Cell]] = []
     for f in run.folds:
         s = f.summary
         members = s.member_scores if s else {}
-        mem = ", ".join(f"{_e(k.removesuffix('.safetensors'))} {_f(v)}" for k, v in members.items())
+        mem = ", ".join(f"{k.removesuffix('.safetensors')} {_f(v)}" for k, v in members.items())
         rows.append(
             [
                 f"fold {f.index}",
                 _status(f.status),
-                _e(s.epochs if s else "–"),
+                str(s.epochs if s else "–"),
                 _f(f.minutes, 2),
                 _f(f.best_val),
                 _f(f.oof_score),
-                _e(s.n_val if s else "–"),
+                str(s.n_val if s else "–"),
                 mem or "–",
-                _e((s.reason if s else None) or ""),
+                (s.reason if s else None) or "",
             ]
         )
     if not rows:
-        return '<p class="note">no fold has started yet</p>'
-    return "<h3>Folds</h3>" + _table(
-        [
-            "fold",
-            "status",
-            "epochs",
-            "minutes",
-            "best val",
-            "OOF score",
-            "tiles",
-            "members (score)",
-            "reason",
-        ],
-        rows,
-        sid("tbl-folds"),
-    )
+        return None
+    headers = [
+        "fold",
+        "status",
+        "epochs",
+        "minutes",
+        "best val",
+        "OOF score",
+        "tiles",
+        "members (score)",
+        "reason",
+    ]
+    return TableView(headers, rows, sid("tbl-folds"))
 
 
-def _learning_section(run: RunInfo, sid) -> str:
+def _learning_figure(run: RunInfo, sid) -> FigureView | None:
     from saltseg.diagnostics.figures import data_uri, learning_curves_figure
 
     folds = []
@@ -368,11 +370,10 @@ def _learning_section(run: RunInfo, sid) -> str:
         if stages:
             folds.append((f"fold {f.index}", stages, f.snapshots()))
     if not folds:
-        return '<h3>Learning curves</h3><p class="note">no training log yet</p>'
-    fig = learning_curves_figure(folds)
-    return "<h3>Learning curves</h3>" + _figure(
+        return None
+    return FigureView(
         sid("fig-learning-curves"),
-        data_uri(fig),
+        data_uri(learning_curves_figure(folds)),
         "Per epoch, stages in sequence (dashed lines separate them): training and validation loss, Kaggle "
         "score on the validation tiles, learning rate. Stars: snapshots kept for the ensemble "
         "(cycle bests); ring: the fold's best checkpoint.",
@@ -380,7 +381,8 @@ def _learning_section(run: RunInfo, sid) -> str:
     )
 
 
-def _oof_sections(run: RunInfo, oof: _Oof, sid) -> str:
+def _oof_view(run: RunInfo, oof: _Oof, sid) -> dict[str, Any]:
+    """What the page shows of the out-of-fold predictions (``oof_part`` in ``run.html.j2``)."""
     from saltseg.diagnostics.figures import breakdown_figure, data_uri, gallery_figure, threshold_figure
 
     t = run.threshold
@@ -393,72 +395,25 @@ def _oof_sections(run: RunInfo, oof: _Oof, sid) -> str:
         depths = src.depth_array(list(oof.ids))  # type: ignore[attr-defined]
         if not np.isfinite(depths).any():
             depths = None
-    parts = []
-    cards = [
-        (f"{scores.mean():.4f}", f"OOF score at threshold {t:.2f}"),
-        (f"{oof.curve[k_best]:.4f}", f"best on the curve (threshold {THRESHOLDS[k_best]:.2f})"),
-        (str(len(scores)), "out-of-fold tiles"),
-    ]
-    parts.append(
-        '<div class="cards">'
-        + "".join(f'<div class="card"><b>{a}</b><span>{_e(b)}</span></div>' for a, b in cards)
-        + "</div>"
-    )
+    n = len(scores)
     tuned = run.threshold_source == names.POSTPROCESS_FILE
-    src_note = f"tuned in {names.POSTPROCESS_FILE}" if tuned else "default"
-    parts.append(f'<p class="sub">threshold used below: <b>{t:.2f}</b> ({src_note})</p>')
-    full = _full_postprocess(run, oof, src)
-    if full:
-        parts.append(f'<p class="sub">{full}</p>')
-    if note:
-        parts.append(f'<p class="note">{_e(note)}</p>')
 
-    # breakdown
     bd = score_breakdown(scores, oof.truth, depths)
     head = ["group", "tiles", "score", "score lost"]
 
-    def rows(key: str) -> list[list[object]]:
-        return [[_e(r["group"]), str(r["count"]), _f(r["score"]), _f(r["lost"])] for r in bd[key]]
+    def breakdown(key: str, id_: str) -> TableView:
+        rows: list[list[Cell]] = [
+            [str(r["group"]), str(r["count"]), _f(r["score"]), _f(r["lost"])] for r in bd[key]
+        ]
+        return TableView(head, rows, sid(id_))
 
-    tables = f"<div><b>by coverage of salt</b>{_table(head, rows('coverage'), sid('tbl-coverage'))}</div>"
-    if "depth" in bd:
-        tables += f"<div><b>by depth (depths.csv)</b>{_table(head, rows('depth'), sid('tbl-depth'))}</div>"
-    else:
-        tables += '<div><p class="note">no depths.csv in the dataset: no depth breakdown</p></div>'
-    parts.append(
-        f'<h3 id="{sid("sec-breakdown")}">Score by coverage and depth</h3><div class="row">{tables}</div>'
-    )
-    parts.append(
-        _figure(
-            sid("fig-breakdown"),
-            data_uri(breakdown_figure(bd)),
-            "Mean Kaggle score per coverage class of the true mask and per depth band; "
-            "“score lost” is the share of the total score lost on that group (what fixing it would gain).",
-            "score breakdown",
-        )
-    )
-
-    # threshold curve
-    parts.append("<h3>Threshold</h3>")
-    parts.append(
-        _figure(
-            sid("fig-threshold"),
-            data_uri(threshold_figure([(oof.label, THRESHOLDS, oof.curve)], used=t)),
-            f"Out-of-fold Kaggle score when the probabilities are cut at each threshold "
-            f"(0.05 to 0.95). Best: <b>{oof.curve[k_best]:.4f}</b> at <b>{THRESHOLDS[k_best]:.2f}</b>.",
-            "threshold curve",
-        )
-    )
-
-    # confusion
     conf = empty_confusion(pred, oof.truth, scores)
-    n = len(scores)
 
-    def cell(tv: bool, pv: bool) -> str:
-        c, s = conf[(tv, pv)]
-        return f"{c} <small>({100 * c / max(n, 1):.1f}%, score {_f(s, 3)})</small>"
+    def cell(tv: bool, pv: bool) -> Markup:
+        c, sc = conf[(tv, pv)]
+        return Markup("{} <small>({:.1f}%, score {})</small>").format(c, 100 * c / max(n, 1), _f(sc, 3))
 
-    ctab = _table(
+    confusion = TableView(
         ["truth \\ prediction", "predicted empty", "predicted salt"],
         [
             ["truth empty", cell(False, False), cell(False, True)],
@@ -466,29 +421,16 @@ def _oof_sections(run: RunInfo, oof: _Oof, sid) -> str:
         ],
         sid("tbl-confusion"),
     )
-    extra = ""
+    head_agreement = None
     if oof.salt is not None:
-        cls = oof.salt > 0.5
         t_any = oof.truth.reshape(n, -1).any(axis=1)
-        acc = float((cls == t_any).mean())
-        extra = (
-            '<p class="sub">image-level salt head (p &gt; 0.5) agrees with the truth on '
-            f"{100 * acc:.1f}% of tiles</p>"
-        )
-    fp = conf[(False, True)][0]
-    fn = conf[(True, False)][0]
-    parts.append(
-        "<h3>Empty vs non-empty</h3>"
-        + ctab
-        + extra
-        + f'<p class="sub">{fp} empty tiles get a false mask (each scores 0); {fn} salt tiles are missed.</p>'
-    )
+        head_agreement = 100 * float(((oof.salt > 0.5) == t_any).mean())
 
-    # galleries
     worst, best = pick_tiles(scores, oof.truth, pred, GALLERY_SIZE)
     kinds = tile_kinds(oof.truth, pred, scores)
     cov = coverage(oof.truth)
     counts = ", ".join(f"{int((kinds == i).sum())} {KINDS[i]}" for i in range(3))
+    galleries = []
     for key, idx in (("worst", worst), ("best", best)):
         if idx.size == 0:
             continue
@@ -505,64 +447,97 @@ def _oof_sections(run: RunInfo, oof: _Oof, sid) -> str:
         else:
             cap = "The highest-scoring tiles with salt (right empty tiles only after them)."
         cap += " Green: true salt outline; red: prediction. Titles: id, kind · score · true salt cover."
-        parts.append(
-            f"<h3>{key.capitalize()} tiles</h3>"
-            + _figure(sid(f"fig-gallery-{key}"), data_uri(fig), cap, f"{key} tiles")
+        galleries.append(
+            (
+                f"{key.capitalize()} tiles",
+                FigureView(sid(f"fig-gallery-{key}"), data_uri(fig), cap, f"{key} tiles"),
+            )
         )
-    return "".join(parts)
+    return {
+        "cards": [
+            (f"{scores.mean():.4f}", f"OOF score at threshold {t:.2f}"),
+            (f"{oof.curve[k_best]:.4f}", f"best on the curve (threshold {THRESHOLDS[k_best]:.2f})"),
+            (str(n), "out-of-fold tiles"),
+        ],
+        "threshold": t,
+        "threshold_source": f"tuned in {names.POSTPROCESS_FILE}" if tuned else "default",
+        "full_postprocess": _full_postprocess(run, oof, src),
+        "note": note,
+        "breakdown_id": sid("sec-breakdown"),
+        "coverage": breakdown("coverage", "tbl-coverage"),
+        "depth": breakdown("depth", "tbl-depth") if "depth" in bd else None,
+        "breakdown_figure": FigureView(
+            sid("fig-breakdown"),
+            data_uri(breakdown_figure(bd)),
+            "Mean Kaggle score per coverage class of the true mask and per depth band; "
+            "“score lost” is the share of the total score lost on that group (what fixing it would gain).",
+            "score breakdown",
+        ),
+        "threshold_figure": FigureView(
+            sid("fig-threshold"),
+            data_uri(threshold_figure([(oof.label, THRESHOLDS, oof.curve)], used=t)),
+            Markup(
+                "Out-of-fold Kaggle score when the probabilities are cut at each threshold "
+                "(0.05 to 0.95). Best: <b>{:.4f}</b> at <b>{:.2f}</b>."
+            ).format(oof.curve[k_best], THRESHOLDS[k_best]),
+            "threshold curve",
+        ),
+        "confusion": confusion,
+        "head_agreement": head_agreement,
+        "false_masks": conf[(False, True)][0],
+        "missed": conf[(True, False)][0],
+        "galleries": galleries,
+    }
 
 
-def _run_section(run: RunInfo, index: int, oof: _Oof | None) -> str:
+def _run_view(run: RunInfo, index: int, oof: _Oof | None) -> dict[str, Any]:
+    """What the page shows of one run or ensemble (``run_section`` in ``run.html.j2``)."""
+
     def sid(base: str) -> str:
         return base if index == 1 else f"{base}-{index}"
 
-    kind = "ensemble" if run.kind == "ensemble" else "run"
-    parts = [f'<section class="run" id="{sid("sec-summary")}">']
-    parts.append(f'<h2>{_e(run.name)} <small class="sub">({kind})</small></h2>')
-    meta = [f"folder <code>{_e(run.path)}</code>", f"status {_status(run.status)}"]
+    meta: list[Cell] = [
+        Markup("folder {}").format(_code(run.path)),
+        Markup("status {}").format(_status(run.status)),
+    ]
     if run.data_dir:
-        meta.append(f"data <code>{_e(run.data_dir)}</code>")
+        meta.append(Markup("data {}").format(_code(run.data_dir)))
     if run.minutes is not None:
         meta.append(f"{run.minutes:.1f} training minutes")
-    parts.append(f'<p class="sub">{" · ".join(meta)}</p>')
+    view: dict[str, Any] = {
+        "id": sid("sec-summary"),
+        "name": run.name,
+        "kind": "ensemble" if run.kind == "ensemble" else "run",
+        "meta": meta,
+        "oof": _oof_view(run, oof, sid) if oof is not None else None,
+    }
     if run.kind == "run":
-        parts.append(_folds_table(run, sid))
-        parts.append(_stages_table(run, sid))
-        parts.append(_learning_section(run, sid))
+        arch, stages = _stages_table(run, sid)
+        view.update(
+            folds=_folds_table(run, sid), arch=arch, stages=stages, learning=_learning_figure(run, sid)
+        )
     else:
-        parts.append(_members_table(run, sid))
-    if oof is not None:
-        parts.append("<h3>Out-of-fold predictions</h3>" + _oof_sections(run, oof, sid))
-    else:
-        parts.append('<p class="note">no out-of-fold predictions yet (oof.npz): score sections skipped</p>')
-    parts.append("</section>")
-    return "".join(parts)
+        view.update(members=_members_table(run, sid))
+    return view
 
 
-def _members_table(ens: RunInfo, sid) -> str:
-    rows = []
+def _members_table(ens: RunInfo, sid) -> TableView:
+    rows: list[list[Cell]] = []
     for m, info in member_runs(ens):
         rows.append(
             [
-                _e(info.name if info else Path(m.run).name),
-                f"<code>{_e(m.run)}</code>",
+                info.name if info else Path(m.run).name,
+                _code(m.run),
                 _f(m.weight, 3),
                 _f(m.cv_score),
                 _f(info.best_val if info else None),
-                _e(",".join(str(f.index) for f in info.folds) if info else "not found"),
+                ",".join(str(f.index) for f in info.folds) if info else "not found",
             ]
         )
     rows.append(
-        [
-            "<b>ensemble</b>",
-            f"<code>{_e(ens.path)}</code>",
-            "",
-            _f(ens.summary.oof_score if ens.summary else None),
-            "",
-            "",
-        ]
+        [_bold("ensemble"), _code(ens.path), "", _f(ens.summary.oof_score if ens.summary else None), "", ""]
     )
-    return "<h3>Members</h3>" + _table(
+    return TableView(
         ["member", "run", "weight", "CV score", "best val", "folds"],
         rows,
         sid("tbl-members"),
@@ -570,19 +545,20 @@ def _members_table(ens: RunInfo, sid) -> str:
     )
 
 
-def _compare_section(runs: list[RunInfo], oofs: list[_Oof | None]) -> str:
+def _compare_view(runs: list[RunInfo], oofs: list[_Oof | None]) -> dict[str, Any]:
+    """The runs side by side (``compare_section`` in ``compare.html.j2``)."""
     from saltseg.diagnostics.figures import data_uri, threshold_figure
 
-    rows, hi = [], set()
-    scores = []
+    rows: list[list[Cell]] = []
+    hi: set[int] = set()
     for run, oof in zip(runs, oofs, strict=True):
         if run.kind == "ensemble":
             for m, info in member_runs(run):
                 rows.append(
                     [
-                        "&nbsp;&nbsp;↳ " + _e(info.name if info else Path(m.run).name),
+                        Markup("&nbsp;&nbsp;↳ {}").format(info.name if info else Path(m.run).name),
                         "member",
-                        f"<code>{_e(m.run)}</code>",
+                        _code(m.run),
                         _f(m.weight, 3),
                         _f(m.cv_score),
                         "–",
@@ -594,112 +570,101 @@ def _compare_section(runs: list[RunInfo], oofs: list[_Oof | None]) -> str:
         best = (
             f"{oof.curve.max():.4f} @ {THRESHOLDS[int(np.argmax(oof.curve))]:.2f}" if oof is not None else "–"
         )
-        cv = run.oof_score
-        scores.append(cv if cv is not None else -1)
         folds = (
             ",".join(str(f.index) for f in run.folds) if run.kind == "run" else f"{len(run.members)} members"
         )
         rows.append(
             [
-                f"<b>{_e(run.name)}</b>",
+                _bold(run.name),
                 run.kind,
-                f"<code>{_e(run.path)}</code>",
+                _code(run.path),
                 "",
-                _f(cv),
+                _f(run.oof_score),
                 best,
                 str(len(oof.ids)) if oof is not None else "–",
                 _f(run.best_val),
-                _e(folds),
+                folds,
             ]
         )
         if run.kind == "ensemble":
             hi.add(len(rows) - 1)
-    body = _table(
-        [
-            "name",
-            "kind",
-            "folder",
-            "weight",
-            "CV (OOF) score",
-            "best threshold",
-            "OOF tiles",
-            "best val",
-            "folds",
-        ],
-        rows,
-        "tbl-compare",
-        hi,
-    )
+    headers = [
+        "name",
+        "kind",
+        "folder",
+        "weight",
+        "CV (OOF) score",
+        "best threshold",
+        "OOF tiles",
+        "best val",
+        "folds",
+    ]
     curves = [(o.label, THRESHOLDS, o.curve) for o in oofs if o is not None]
-    fig = ""
+    figure = None
     if len(curves) >= 2:
-        fig = _figure(
+        figure = FigureView(
             "fig-compare",
             data_uri(threshold_figure(curves)),
             "Out-of-fold score vs threshold of each run.",
             "threshold curves of all runs",
         )
-    return f'<section class="compare" id="sec-compare"><h2>Runs side by side</h2>{body}{fig}</section>'
+    return {"table": TableView(headers, rows, "tbl-compare", hi), "figure": figure}
 
 
-def _study_section(study: StudyReport, index: int) -> str:
+def _study_view(study: StudyReport, index: int) -> dict[str, Any]:
     """A ``saltseg search`` folder: its trials best first, the parameters' importances, score vs minutes."""
     from saltseg.diagnostics.figures import data_uri, study_figure
 
     keys = sorted({k for t in study.trials for k in t.params})
-    rows = []
-    for t in study.ranked():
-        rows.append(
-            [
-                f"{t.number} (baseline)" if t.baseline else str(t.number),
-                _e(t.state.lower()),
-                _f(t.value),
-                _f(t.last_score),
-                "–" if t.epochs is None else str(t.epochs),
-                _f(t.minutes, 1),
-                *(_e(t.param_text(k, missing="–")) for k in keys),
-                f"<code>{_e(t.run or '–')}</code>",
-            ]
-        )
-    best = study.best
-    body = [
-        f"<p>{len(study.trials)} trials; best: "
-        + ("none complete yet" if best is None else f"trial {best.number}, score {_f(best.value)}")
-        + " (fold score at threshold 0.5; a pruned trial shows its last validation score).</p>",
-        _table(
-            ["trial", "state", "score", "last val", "epochs", "minutes", *keys, "run"],
-            rows,
-            f"tbl-study-{index}",
-            {0} if best is not None else None,
-        ),
+    rows: list[list[Cell]] = [
+        [
+            f"{t.number} (baseline)" if t.baseline else str(t.number),
+            t.state.lower(),
+            _f(t.value),
+            _f(t.last_score),
+            "–" if t.epochs is None else str(t.epochs),
+            _f(t.minutes, 1),
+            *(t.param_text(k, missing="–") for k in keys),
+            _code(t.run or "–"),
+        ]
+        for t in study.ranked()
     ]
+    best = study.best
+    trials = TableView(
+        ["trial", "state", "score", "last val", "epochs", "minutes", *keys, "run"],
+        rows,
+        f"tbl-study-{index}",
+        {0} if best is not None else set(),
+    )
+    importances = None
     if study.importances:
-        body.append(
-            _table(
-                ["parameter", "importance (Optuna)"],
-                [[_e(k), f"{v:.3f}"] for k, v in sorted(study.importances.items(), key=lambda kv: -kv[1])],
-                f"tbl-importance-{index}",
-            )
+        importances = TableView(
+            ["parameter", "importance (Optuna)"],
+            [[k, f"{v:.3f}"] for k, v in sorted(study.importances.items(), key=lambda kv: -kv[1])],
+            f"tbl-importance-{index}",
         )
     points = [
         (t.minutes, t.value if t.state == "COMPLETE" else t.last_score, t.state)
         for t in study.trials
         if t.minutes is not None and (t.value is not None or t.last_score is not None)
     ]
+    figure = None
     if points:
-        body.append(
-            _figure(
-                f"fig-study-{index}",
-                data_uri(study_figure(points)),
-                "Score of each trial against its minutes (hollow: pruned).",
-                "search trials",
-            )
+        figure = FigureView(
+            f"fig-study-{index}",
+            data_uri(study_figure(points)),
+            "Score of each trial against its minutes (hollow: pruned).",
+            "search trials",
         )
-    return (
-        f'<section class="study" id="sec-study-{index}"><h2>Search {_e(study.out)}</h2>'
-        + "".join(body)
-        + "</section>"
-    )
+    return {
+        "id": f"sec-study-{index}",
+        "out": str(study.out),
+        "n_trials": len(study.trials),
+        "best": None if best is None else {"number": best.number, "score": _f(best.value)},
+        "trials": trials,
+        "importances": importances,
+        "figure": figure,
+    }
 
 
 def build_report(run_dirs: list[str | Path]) -> str:
@@ -714,42 +679,43 @@ def build_report(run_dirs: list[str | Path]) -> str:
     for study in studies:
         if study.best is not None and study.best.run:
             run_paths.append(study.out / study.best.run)
+    study_views = [_study_view(s, i) for i, s in enumerate(studies, start=1)]
     if not run_paths:
-        return _page(
-            "saltseg report: " + ", ".join(str(s.out) for s in studies),
-            [_study_section(s, i) for i, s in enumerate(studies, start=1)],
-        )
+        return _page("saltseg report: " + ", ".join(str(s.out) for s in studies), study_views)
     runs = [open_run(p) for p in run_paths]
-    names = [r.name for r in runs]
+    run_names = [r.name for r in runs]
     for r in runs:  # two runs of one config: tell them apart by folder
-        if names.count(r.name) > 1 and r.path.resolve().name != r.name:
+        if run_names.count(r.name) > 1 and r.path.resolve().name != r.name:
             r.name = f"{r.name} ({r.path.resolve().name})"
     oofs = [_load_oof(r) for r in runs]
-    title = "saltseg report: " + ", ".join(r.name for r in runs)
-    nav = ""
+    nav = []
     if len(runs) > 1:
-        links = ['<a href="#sec-compare">side by side</a>'] + [
-            f'<a href="#{"sec-summary" if i == 1 else f"sec-summary-{i}"}">{_e(r.name)}</a>'
-            for i, r in enumerate(runs, start=1)
+        nav = [("sec-compare", "side by side")] + [
+            ("sec-summary" if i == 1 else f"sec-summary-{i}", r.name) for i, r in enumerate(runs, start=1)
         ]
-        nav = "<nav>" + "".join(links) + "</nav>"
-    body = [nav, *(_study_section(s, i) for i, s in enumerate(studies, start=1))]
-    if len(runs) > 1 or any(r.kind == "ensemble" for r in runs):
-        body.append(_compare_section(runs, oofs))
-    for i, (run, oof) in enumerate(zip(runs, oofs, strict=True), start=1):
-        body.append(_run_section(run, i, oof))
-    return _page(title, body)
+    compare = _compare_view(runs, oofs) if len(runs) > 1 or any(r.kind == "ensemble" for r in runs) else None
+    run_views = [_run_view(run, i, oof) for i, (run, oof) in enumerate(zip(runs, oofs, strict=True), start=1)]
+    return _page("saltseg report: " + ", ".join(r.name for r in runs), study_views, compare, run_views, nav)
 
 
-def _page(title: str, sections: list[str]) -> str:
-    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    body = [f"<h1>{_e(title)}</h1>", f'<p class="sub">generated {now} by saltseg report</p>', *sections]
+def _page(
+    title: str,
+    studies: list[dict[str, Any]],
+    compare: dict[str, Any] | None = None,
+    runs: list[dict[str, Any]] | None = None,
+    nav: list[tuple[str, str]] | None = None,
+) -> str:
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
-        f"<body><main>{''.join(body)}</main></body></html>\n"
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            nav=nav or [],
+            studies=studies,
+            compare=compare,
+            runs=runs or [],
+        )
     )
 
 
