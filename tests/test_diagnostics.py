@@ -40,6 +40,27 @@ def _data_dir(run: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ report
 
 
+def test_report_templates_escape_text_keep_markup_and_align_numbers() -> None:
+    from markupsafe import Markup
+
+    from saltseg.diagnostics.report import FigureView, TableView, _environment
+
+    macros = _environment().get_template("_macros.html.j2").module
+    table = TableView(
+        ["name <x>", "score"], [["<script>a</script>", "0.8123"], [Markup("<b>b</b>"), "–"]], "tbl-t", {1}
+    )
+    html = str(macros.table(table))
+    assert "&lt;script&gt;a&lt;/script&gt;" in html and "<script>" not in html  # text is escaped
+    assert "<b>b</b>" in html and "name &lt;x&gt;" in html  # markup kept, headers escaped
+    assert html.startswith('<table id="tbl-t"><thead><tr><th class="l">name &lt;x&gt;</th><th>score</th>')
+    assert '<tr class="hi"><td class="l"><b>b</b></td><td>–</td></tr>' in html  # numbers right-aligned
+    fig = str(macros.figure(FigureView("fig-x", "data:image/png;base64,AB+/=", "a & b", 'say "hi"')))
+    assert fig == (
+        '<figure id="fig-x"><img src="data:image/png;base64,AB+/=" alt="say &#34;hi&#34;">'
+        "<figcaption>a &amp; b</figcaption></figure>"
+    )
+
+
 def test_report_has_every_section_and_is_self_contained(tiny_run: Path, tmp_path: Path) -> None:
     out = write_report([tiny_run], tmp_path / "r" / "report.html")
     page = out.read_text()
