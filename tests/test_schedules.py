@@ -1,8 +1,9 @@
-"""Tests of saltseg.training.schedules: torch's schedules against the hand-written ones, cycles, optimisers."""
+"""saltseg.training.schedules: torch's schedules against the hand-written ones, cycles, optimisers."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import pairwise
 
 import pytest
@@ -62,7 +63,6 @@ def hand_written_multiplier(
         return shape(step)
 
     return multiplier
-
 
 
 @pytest.mark.parametrize(

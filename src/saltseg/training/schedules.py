@@ -47,7 +47,12 @@ def build_scheduler(
     elif cfg.name == "cyclic":
         half = span / (2 * cfg.cycles)
         main = sched.CyclicLR(
-            optimizer, base_lr=eta_min, max_lr=lr, step_size_up=half, step_size_down=half, cycle_momentum=False
+            optimizer,
+            base_lr=eta_min,
+            max_lr=lr,
+            step_size_up=half,
+            step_size_down=half,
+            cycle_momentum=False,
         )
     else:
         raise ValueError(f"unknown schedule {cfg.name!r}")
