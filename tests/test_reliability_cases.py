@@ -598,6 +598,21 @@ def test_predict_never_replaces_files_it_did_not_write(
     assert snapshot(out) == before
 
 
+def test_the_python_predict_refuses_a_foreign_folder_like_the_cli(
+    ckpt: Path, data: TinyKaggle, tmp_path: Path
+) -> None:
+    from saltseg.errors import DataError
+    from saltseg.inference.predict import predict_folder
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    FOREIGN_PREDICTION_FILES["masks.csv"](out)
+    before = snapshot(out)
+    with pytest.raises(DataError, match=r"holds masks\.csv that saltseg predict did not write"):
+        predict_folder([ckpt], data.root, out, backend="torch")
+    assert snapshot(out) == before
+
+
 def test_predict_replaces_its_own_prediction_even_one_killed_before_its_meta(
     ckpt: Path, data: TinyKaggle, tmp_path: Path
 ) -> None:

@@ -21,7 +21,7 @@ from saltseg.artifacts.records import (
     RunSummary,
     read_record,
 )
-from saltseg.errors import CheckpointError, DataError
+from saltseg.errors import CheckpointError, DataError, SaltsegError
 from saltseg.utils.io import write_json
 
 
@@ -297,7 +297,34 @@ class PredictionDir:
         return self.path / names.PROBS_DIR
 
     def chunk_files(self) -> list[Path]:
-        return sorted(self.probs_dir.glob("chunk-*.npz"))
+        return sorted(self.probs_dir.glob(names.CHUNK_PATTERN))
+
+    def refuse_foreign(self) -> None:
+        """Refuse a folder whose ``masks.csv``, ``meta.json`` or ``probs/`` saltseg predict did not write
+        (an earlier prediction, even one killed before its ``meta.json``, may be replaced)."""
+        from saltseg.submission import is_submission_csv
+
+        if not self.path.is_dir():
+            return  # missing (created), or a file (refused by the caller)
+        foreign = []
+        if self.meta_file.exists():
+            try:
+                self.read_meta()
+            except SaltsegError:
+                foreign.append(self.meta_file.name)
+        if self.masks_file.exists() and not is_submission_csv(self.masks_file):
+            foreign.append(self.masks_file.name)
+        probs = self.probs_dir
+        if probs.exists() and (
+            not probs.is_dir() or any(not p.match(names.CHUNK_PATTERN) for p in probs.iterdir())
+        ):
+            foreign.append(probs.name)
+        if foreign:
+            raise DataError(
+                f"holds {', '.join(foreign)} that saltseg predict did not write; it is left untouched: "
+                "choose a new or empty --out",
+                self.path,
+            )
 
     def read_meta(self) -> PredictionMeta:
         return read_record(PredictionMeta, self.meta_file)
@@ -308,7 +335,10 @@ class PredictionDir:
 
         files = self.chunk_files()
         if not files:
-            raise DataError("no probabilities (probs/chunk-*.npz); predict without --no-probs", self.path)
+            raise DataError(
+                f"no probabilities ({names.PROBS_DIR}/{names.CHUNK_PATTERN}); predict without --no-probs",
+                self.path,
+            )
         parts = [load_probs(f) for f in files]
         out = {
             "ids": np.concatenate([p["ids"] for p in parts]),

@@ -60,6 +60,10 @@ def snapshot_name(stage: int, cycle: int) -> str:
     return f"s{stage}_c{cycle}.safetensors"
 
 
+CHUNK_PATTERN = "chunk-*.npz"
+"""The names of a prediction folder's probability chunks (:func:`chunk_name`)."""
+
+
 def chunk_name(index: int) -> str:
     """The file of a prediction folder's probability chunk ``index``."""
     return f"chunk-{index:05d}.npz"

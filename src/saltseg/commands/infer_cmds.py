@@ -30,35 +30,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _refuse_foreign_prediction_folder(out: Path) -> None:
-    """Refuse a ``--out`` whose ``masks.csv``, ``meta.json`` or ``probs/`` saltseg predict did not write
-    (an earlier prediction, even one killed before its ``meta.json``, may be replaced)."""
-    from saltseg.artifacts.folders import PredictionDir
-    from saltseg.errors import DataError
-    from saltseg.submission import is_submission_csv
-
-    if not out.is_dir():
-        return  # missing (created), or a file (refused by predict_folder)
-    folder = PredictionDir(out)
-    foreign = []
-    if folder.meta_file.exists():
-        try:
-            folder.read_meta()
-        except SaltsegError:
-            foreign.append(folder.meta_file.name)
-    if folder.masks_file.exists() and not is_submission_csv(folder.masks_file):
-        foreign.append(folder.masks_file.name)
-    probs = folder.probs_dir
-    if probs.exists() and (not probs.is_dir() or any(not p.match("chunk-*.npz") for p in probs.iterdir())):
-        foreign.append(probs.name)
-    if foreign:
-        raise DataError(
-            f"holds {', '.join(foreign)} that saltseg predict did not write; it is left untouched: choose "
-            "a new or empty --out",
-            out,
-        )
-
-
 @command(
     "predict",
     "Predict tiles with runs, folds, snapshots or checkpoint files (flip TTA on), "
@@ -103,7 +74,6 @@ def _predict(p: argparse.ArgumentParser):
         from saltseg.inference.predict import default_postprocess, predict_folder
         from saltseg.utils.device import resolve_device
 
-        _refuse_foreign_prediction_folder(args.out)
         pp = load_postprocess(args.postprocess) if args.postprocess else default_postprocess(args.models)
         if args.threshold is not None:
             pp = validate_postprocess({**pp.model_dump(), "threshold": args.threshold}, "--threshold")

@@ -130,6 +130,7 @@ def predict_folder(
     folder = PredictionDir(out)
     if out.exists() and not out.is_dir():
         raise DataError("the prediction folder is a file", out)
+    folder.refuse_foreign()  # a folder of someone else's files is never written into
     if csv_path is not None:  # never the dataset's own sample_submission.csv, nor a model file
         check_output_file(csv_path, inputs=list(models), datasets=[images], may_replace=is_submission_csv)
     members = resolve_models(models, best_only)
