@@ -280,26 +280,13 @@ def test_pipeline_killed_at_a_random_point_resumes_to_the_uninterrupted_result(
     """Issue 13, fault injection: SIGKILL ``saltseg pipeline`` at a random moment of its run (seeded);
     ``--resume`` then finishes with the uninterrupted pipeline's OOF score and submission, and no
     temporary file is left anywhere in the folder."""
-    import random
-    import signal
-    import subprocess
-    import time
-
-    from test_resume_ddp import child_env, saltseg_cmd
+    from test_resume_ddp import resume, run_then_kill_midway, saltseg_cmd
 
     data, cfg = pipe_data
     argv = [*saltseg_cmd(), "pipeline", str(cfg), "--data", str(data), "--test", str(data), "--no-progress"]
-    t0 = time.monotonic()
-    ref = tmp_path / "ref"
-    subprocess.run([*argv, "--out", str(ref)], env=child_env(), check=True, capture_output=True)
-    took = time.monotonic() - t0
-    out = tmp_path / "killed"
-    proc = subprocess.Popen([*argv, "--out", str(out)], env=child_env(), stdout=subprocess.DEVNULL)
-    time.sleep(random.Random(13).uniform(0.3, 0.9) * took)
-    proc.send_signal(signal.SIGKILL)
-    if proc.wait() == -signal.SIGKILL:  # (a run that beat the signal has nothing to resume)
-        rerun = subprocess.run([*argv, "--out", str(out), "--resume"], env=child_env(), capture_output=True)
-        assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    if run_then_kill_midway(argv, ref, out, (0.3, 0.9), seed=13):  # (one that beat the signal is done)
+        resume(argv, out)
     done, want = (read_record(PipelineSummary, d / "pipeline.json") for d in (out, ref))
     assert done.oof_score == want.oof_score and done.rounds[1].tuning == want.rounds[1].tuning
     assert (out / "submission.csv").read_text() == (ref / "submission.csv").read_text()

@@ -81,7 +81,21 @@ def _first_nonempty(data: TinyKaggle) -> str:
     return next(i for i in data.train_ids if data.masks[i].any())
 
 
-DATA_CHECK_CASES: dict[str, tuple[Callable[[TinyKaggle], None], str]] = {
+# corruptions that both `data check` and `train` must name (each returns the damaged file)
+CORRUPTIONS: dict[str, Callable[[TinyKaggle], Path]] = {
+    "depths-nan": lambda d: (
+        _set_line(d.root / "depths.csv", 1, f"{d.train_ids[0]},nan"),
+        d.root / "depths.csv",
+    )[1],
+    "mask-wrong-size": lambda d: write_png(d.mask(d.train_ids[0]), np.zeros((50, 50), np.uint8)),
+    "mask-not-binary": lambda d: write_png(
+        d.mask(d.train_ids[0]), np.arange(101 * 101, dtype=np.uint8).reshape(101, 101) % 3
+    ),
+    "image-wrong-size": lambda d: write_png(d.image(d.train_ids[0]), np.zeros((128, 128), np.uint8)),
+}
+
+
+DATA_CHECK_CASES: dict[str, tuple[Callable[[TinyKaggle], object], str]] = {
     "depths-empty-file": (
         lambda d: (d.root / "depths.csv").write_text(""),
         "unreadable CSV in",
@@ -94,10 +108,7 @@ DATA_CHECK_CASES: dict[str, tuple[Callable[[TinyKaggle], None], str]] = {
         lambda d: _set_line(d.root / "depths.csv", 0, "ident,depth"),
         "found ['ident', 'depth']",
     ),
-    "depths-nan": (
-        lambda d: _set_line(d.root / "depths.csv", 1, f"{d.train_ids[0]},nan"),
-        "depth is not a number in depths.csv: 1",
-    ),
+    "depths-nan": (CORRUPTIONS["depths-nan"], "depth is not a number in depths.csv: 1"),
     "depths-inf": (
         lambda d: _set_line(d.root / "depths.csv", 1, f"{d.train_ids[0]},inf"),
         "depth is not a number in depths.csv: 1",
@@ -136,20 +147,9 @@ DATA_CHECK_CASES: dict[str, tuple[Callable[[TinyKaggle], None], str]] = {
         lambda d: (d.root / "train.csv").write_text("\n".join(_csv_lines(d.root / "train.csv")[:-1]) + "\n"),
         "labelled tile missing from CSV in",
     ),
-    "mask-wrong-size": (
-        lambda d: write_png(d.mask(d.train_ids[0]), np.zeros((50, 50), np.uint8)),
-        "wrong mask size (expected 101x101)",
-    ),
-    "mask-not-binary": (
-        lambda d: write_png(
-            d.mask(d.train_ids[0]), np.arange(101 * 101, dtype=np.uint8).reshape(101, 101) % 3
-        ),
-        "non-binary mask in",
-    ),
-    "image-wrong-size": (
-        lambda d: write_png(d.image(d.train_ids[0]), np.zeros((128, 128), np.uint8)),
-        "wrong image size (expected 101x101)",
-    ),
+    "mask-wrong-size": (CORRUPTIONS["mask-wrong-size"], "wrong mask size (expected 101x101)"),
+    "mask-not-binary": (CORRUPTIONS["mask-not-binary"], "non-binary mask in"),
+    "image-wrong-size": (CORRUPTIONS["image-wrong-size"], "wrong image size (expected 101x101)"),
     "image-zero-bytes": (
         lambda d: d.image(d.train_ids[0]).write_bytes(b""),
         "unreadable or truncated image in",
@@ -284,25 +284,11 @@ def test_a_missing_config_names_it_and_the_shipped_ones(
     one_error(argv, capsys, "nope.yaml", "config file not found", "cpu_fast")
 
 
-TRAIN_DATA_CASES: dict[str, tuple[Callable[[TinyKaggle], Path], str]] = {
-    "mask-wrong-size": (
-        lambda d: write_png(d.mask(d.train_ids[0]), np.zeros((50, 50), np.uint8)),
-        "mask is 50x50, expected 101x101",
-    ),
-    "mask-not-binary": (
-        lambda d: write_png(
-            d.mask(d.train_ids[0]), np.arange(101 * 101, dtype=np.uint8).reshape(101, 101) % 3
-        ),
-        "mask is not binary",
-    ),
-    "image-wrong-size": (
-        lambda d: write_png(d.image(d.train_ids[0]), np.zeros((128, 128), np.uint8)),
-        "image is 128x128, expected 101x101",
-    ),
-    "nan-depth": (
-        lambda d: (_set_line(d.root / "depths.csv", 1, f"{d.train_ids[0]},nan"), d.root / "depths.csv")[1],
-        "is not a number",
-    ),
+TRAIN_DATA_CASES: dict[str, str] = {  # the corruption, the message train gives
+    "mask-wrong-size": "mask is 50x50, expected 101x101",
+    "mask-not-binary": "mask is not binary",
+    "image-wrong-size": "image is 128x128, expected 101x101",
+    "depths-nan": "is not a number",
 }
 
 
@@ -310,8 +296,7 @@ TRAIN_DATA_CASES: dict[str, tuple[Callable[[TinyKaggle], Path], str]] = {
 def test_train_refuses_bad_tiles_before_writing_a_run(
     case: str, config: Path, data: TinyKaggle, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    damage, expected = TRAIN_DATA_CASES[case]
-    bad = damage(data)
+    bad, expected = CORRUPTIONS[case](data), TRAIN_DATA_CASES[case]
     out = tmp_path / "run"
     one_error(["train", config, "--data", data.root, "--out", out, "--fold", "0"], capsys, bad.name, expected)
     assert not (out / "config.yaml").exists()

@@ -70,6 +70,26 @@ def child_env() -> dict[str, str]:
     return {**env, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def run_then_kill_midway(argv: list[str], ref: Path, out: Path, span: tuple[float, float], seed: int) -> bool:
+    """Run ``argv --out ref`` to the end (timed), then ``argv --out out`` killed with SIGKILL at a seeded
+    random share ``span`` of that time; True when the signal landed before the run finished."""
+    import random
+
+    t0 = time.monotonic()
+    subprocess.run([*argv, "--out", str(ref)], env=child_env(), check=True, capture_output=True)
+    took = time.monotonic() - t0
+    proc = subprocess.Popen([*argv, "--out", str(out)], env=child_env(), stdout=subprocess.DEVNULL)
+    time.sleep(random.Random(seed).uniform(*span) * took)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait() == -signal.SIGKILL
+
+
+def resume(argv: list[str], out: Path) -> None:
+    """Run ``argv --out out --resume`` and require it to succeed."""
+    rerun = subprocess.run([*argv, "--out", str(out), "--resume"], env=child_env(), capture_output=True)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+
+
 def read_metrics(fold: Path) -> list[dict[str, str]]:
     path = fold / "logs" / "stage0" / "metrics.csv"
     if not path.exists():

@@ -374,28 +374,15 @@ def test_volume_predict_killed_at_a_random_point_resumes_to_the_same_bytes(
 ) -> None:
     """Issue 13, fault injection: SIGKILL ``saltseg volume predict`` at a random moment (seeded) of a
     3-block survey; ``--resume`` finishes with the uninterrupted cube, and no ``.partial`` is left."""
-    import random
-    import signal
-    import subprocess
-    import time
-
-    from test_resume_ddp import child_env, saltseg_cmd
+    from test_resume_ddp import resume, run_then_kill_midway, saltseg_cmd
 
     survey = tmp_path / "s.sgy"
     SyntheticSurvey((40, 20, 110), seed=4).write_segy(survey)
     argv = [*saltseg_cmd(), "volume", "predict", str(checkpoint), str(survey), "--workers", "0"]
     argv += ["--backend", "torch", "--quiet"]
-    ref = tmp_path / "ref.mdio"
-    t0 = time.monotonic()
-    subprocess.run([*argv, "--out", str(ref)], env=child_env(), check=True, capture_output=True)
-    took = time.monotonic() - t0
-    out = tmp_path / "k.mdio"
-    proc = subprocess.Popen([*argv, "--out", str(out)], env=child_env(), stdout=subprocess.DEVNULL)
-    time.sleep(random.Random(15).uniform(0.4, 0.95) * took)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    ref, out = tmp_path / "ref.mdio", tmp_path / "k.mdio"
+    run_then_kill_midway(argv, ref, out, (0.4, 0.95), seed=15)
     if not out.exists():  # (a run that renamed its output before the signal has nothing to resume)
-        rerun = subprocess.run([*argv, "--out", str(out), "--resume"], env=child_env(), capture_output=True)
-        assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+        resume(argv, out)
     assert np.array_equal(read_var(out), read_var(ref))
     assert not (tmp_path / "k.mdio.partial").exists()
