@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/tgs-salt"))
     ap.add_argument("--score-run", type=Path, help="a run trained on fold 0: each backend's fold score")
     ap.add_argument("--skip-rates", action="store_true", help="only the fold scores and submissions")
+    ap.add_argument("--only", nargs="*", help="measure only the paths whose name contains one of these")
     args = ap.parse_args()
     torch.manual_seed(0)
     cfg = load_config(args.config)
@@ -171,14 +172,23 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=1), flush=True)
     base = None
-    for name, opts in [] if args.skip_rates else paths([model]).items():
-        for n_models, tta in ((1, False), (1, True), (5, True)):
+    measured = {} if args.skip_rates else paths([model])
+    if args.only:
+        keep = {"torch fp32 eager"} | {n for n in measured if any(w in n for w in args.only)}
+        measured = {n: o for n, o in measured.items() if n in keep}
+    for name, opts in measured.items():
+        graph = opts["backend"] != "torch"  # graph backends also run the five members as one graph
+        for n_models, tta, fuse in ((1, False, False), (1, True, False), (5, True, False), (5, True, True)):
+            if fuse and not graph:
+                continue
             members = [model] if n_models == 1 else five
-            predictor = EnsemblePredictor(members, hflip=tta, **opts)
+            predictor = EnsemblePredictor(members, hflip=tta, fuse=fuse, **opts)
             try:
                 rate = passes_per_s(predictor, images, args.batch)
             except SaltsegError as exc:  # a backend that fails its accuracy check: a result too
-                res["rows"].append({"path": name, "models": n_models, "tta": tta, "error": exc.message})
+                res["rows"].append(
+                    {"path": name, "models": n_models, "tta": tta, "fused": fuse, "error": exc.message}
+                )
                 print(json.dumps(res["rows"][-1]), flush=True)
                 continue
             if name == "torch fp32 eager" and n_models == 1 and not tta:
@@ -188,6 +198,7 @@ def main() -> None:
                 "backend": predictor.backend,
                 "models": n_models,
                 "tta": tta,
+                "fused": fuse,
                 "passes_per_s": round(rate, 1),
                 "tiles_per_s": round(rate / n_models / (2 if tta else 1), 1),
                 "vs_fp32_eager": round(rate / base, 2) if base else None,

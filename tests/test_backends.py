@@ -88,6 +88,24 @@ def test_graph_backend_matches_torch_fp32(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+def test_fused_members_give_the_unfused_answer_in_one_graph(backend: str, _graph_cache: Path) -> None:
+    models = [salt_model(0), salt_model(1), salt_model(2)]
+    images = tiles()
+    weights = [0.5, 0.3, 0.2]
+    fused = EnsemblePredictor(models, weights=weights, backend=backend, fuse=True)
+    apart = EnsemblePredictor(models, weights=weights, backend=backend)
+    ref = EnsemblePredictor(models, weights=weights, backend="torch", autocast=False)
+    got, want = fused.predict_tiles(images, batch_size=5), ref.predict_tiles(images, batch_size=5)
+    assert fused.check is not None and fused.check.passed and fused.backend == backend
+    assert len(fused._graphs[(101, 101)]) == 1 and len(list(_graph_cache.glob("ens*.onnx"))) == 1
+    np.testing.assert_allclose(got.probs, want.probs, atol=ATOL[backend])
+    np.testing.assert_allclose(got.salt, want.salt, atol=ATOL[backend])
+    np.testing.assert_allclose(got.probs, apart.predict_tiles(images, batch_size=5).probs, atol=ATOL[backend])
+    with pytest.raises(SaltsegError, match="each member's masks"):
+        fused.predict_tiles(images, with_members=True)
+
+
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
 def test_graph_backend_without_tta(backend: str) -> None:
     model = salt_model()
     images = tiles(4)
@@ -175,6 +193,16 @@ def test_predict_command_names_its_backend(tmp_path: Path, capsys: pytest.Captur
         probs[backend] = load_prediction_probs(out)["probs"]
     # the torch path runs bf16 autocast: the graph backends' tolerance holds against it too
     assert np.abs(probs["torch"] - probs[GRAPH_BACKENDS[0]]).max() <= TOLERANCE["max"]
+    # two members as one graph: the same answer as the two apart
+    ckpt2 = save_weights(salt_model(1), tmp_path / "m2.safetensors")
+    pair = {}
+    for fuse in ([], ["--fuse"]):
+        out = tmp_path / f"pair{len(fuse)}"
+        argv = ["predict", str(ckpt), str(ckpt2), "--images", str(data), "--out", str(out)]
+        assert main([*argv, "--backend", GRAPH_BACKENDS[0], *fuse]) == 0
+        pair[bool(fuse)] = load_prediction_probs(out)["probs"]
+    assert np.abs(pair[True] - pair[False]).max() <= ATOL[GRAPH_BACKENDS[0]]
+    assert np.abs(pair[True] - probs["torch"]).max() > 0.01  # the second member changes the answer
     code = main(
         ["predict", str(ckpt), "--images", str(data), "--out", str(tmp_path / "x"), "--backend", "nope"]
     )

@@ -25,7 +25,7 @@ import importlib.util
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -143,12 +143,34 @@ def member_graph(
 
     With ``calibration`` ((N,1,H,W) float32 tiles), the int8 (QDQ) graph calibrated on them.
     """
+    return ensemble_graph([model], [1.0], size, hflip, calibration)
+
+
+def ensemble_graph(
+    models: Sequence[torch.nn.Module],
+    weights: Sequence[float],
+    size: tuple[int, int],
+    hflip: bool,
+    calibration: np.ndarray | None = None,
+) -> tuple[Path, list[str]]:
+    """One ONNX graph of the weighted ensemble of ``models`` (flip TTA inside), cached like a member's.
+
+    Outputs are the averages the ensemble predictor computes: a member without a mask head is left out
+    of the mask average, one without a salt head out of the salt average.
+    """
     from saltseg.inference.export import EnsembleProbabilities, export_module
     from saltseg.utils.io import atomic_path, atomic_write
 
-    model = model.eval()
-    outputs = _outputs_of(model, size)
-    key = f"{weights_digest(model)}-{size[0]}x{size[1]}-{'flip' if hflip else 'noflip'}"
+    models = [m.eval() for m in models]
+    found: set[str] = set()
+    for m in models:
+        found |= set(_outputs_of(m, size))
+    outputs = [n for n in ("mask", "salt") if n in found]
+    digest = weights_digest(models[0])
+    if len(models) > 1:
+        parts = [weights_digest(m) for m in models] + [f"{w:.12g}" for w in weights]
+        digest = "ens" + hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+    key = f"{digest}-{size[0]}x{size[1]}-{'flip' if hflip else 'noflip'}"
     if calibration is not None:
         key += "-int8-" + hashlib.sha256(np.ascontiguousarray(calibration).tobytes()).hexdigest()[:12]
     path = cache_dir() / f"{key}.onnx"
@@ -159,11 +181,13 @@ def member_graph(
                 return path, outputs
     path.parent.mkdir(parents=True, exist_ok=True)
     if calibration is None:
-        # the graph works in float32 on the CPU: export a CPU float copy, never the caller's model
-        module = EnsembleProbabilities([_cpu_float_copy(model)], hflip=hflip, outputs=outputs)
+        # the graph works in float32 on the CPU: export CPU float copies, never the caller's models
+        module = EnsembleProbabilities(
+            [_cpu_float_copy(m) for m in models], weights, hflip=hflip, outputs=outputs
+        )
         export_module(module, path, outputs, size=size, verify=False)
     else:
-        fp32, _ = member_graph(model, size, hflip)
+        fp32, _ = ensemble_graph(models, weights, size, hflip)
         with atomic_path(path) as tmp:
             quantize_graph(fp32, tmp, calibration)
     with atomic_write(meta, "w") as f:

@@ -30,6 +30,7 @@ from saltseg.backends import (
     candidates,
     check_precision,
     compare_outputs,
+    ensemble_graph,
     member_graph,
     predict_batch,
 )
@@ -80,6 +81,9 @@ class EnsemblePredictor:
     ``auto`` (:func:`saltseg.backends.candidates`); a graph backend is checked against torch fp32 on the
     first tiles it predicts (:attr:`check`), and ``auto`` falls back to the next backend when the check
     or the export fails. :attr:`backend` names the one in use once a batch has been predicted.
+    ``fuse`` runs a graph backend's members as one graph (the weighted average and flip TTA inside it:
+    one call per batch instead of one per member); torch runs members one by one either way, and a
+    fused predictor cannot return each member's masks.
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class EnsemblePredictor:
         autocast: bool = True,
         backend: BackendName = "torch",
         precision: str = "auto",
+        fuse: bool = False,
     ) -> None:
         if not models:
             raise CheckpointError("no model given")
@@ -103,6 +108,7 @@ class EnsemblePredictor:
         self.weights = weights
         self.hflip, self.channels_last, self.autocast = hflip, channels_last, autocast
         self.precision = precision
+        self.fuse = fuse and len(models) > 1
         self._torch = [
             TorchRunner(m, self.device, hflip, channels_last, autocast, compile=compile) for m in models
         ]
@@ -143,15 +149,27 @@ class EnsemblePredictor:
             if self.precision == "int8"
             else None
         )
+        if self.fuse:
+            graph = ensemble_graph(self.models, self.weights, size, self.hflip, calibration)
+            return [GraphRunner(backend, *graph, precision=self.precision)]
         return [
             GraphRunner(backend, *member_graph(m, size, self.hflip, calibration), precision=self.precision)
             for m in self.models
         ]
 
     def _reference(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Every member in torch fp32 on ``x`` (the accuracy check's reference)."""
+        """Every member in torch fp32 on ``x`` (the accuracy check's reference; one weighted average
+        when the members are fused)."""
         with torch.no_grad():
-            return [predict_batch(m, x.to(self.device), self.hflip, self.channels_last) for m in self.models]
+            outs = [predict_batch(m, x.to(self.device), self.hflip, self.channels_last) for m in self.models]
+        if not self.fuse:
+            return outs
+        average = {}
+        for name in ("mask", "salt"):
+            parts = [(w, o[name]) for w, o in zip(self.weights, outs, strict=True) if name in o]
+            if parts:
+                average[name] = sum(w * v for w, v in parts) / sum(w for w, _ in parts)
+        return [average]
 
     def _runners(self, x: torch.Tensor) -> list[MemberRunner]:
         """The members' runners for tiles of ``x``'s size, choosing the backend on the first call."""
@@ -208,11 +226,16 @@ class EnsemblePredictor:
         """The ensemble on a batch (B,1,H,W) in [0, 1]: mask probabilities (B,H,W) or None, salt
         probabilities (B,) or None, and (``with_members``) each member's masks (None for a classifier)."""
         runners = self._runners(x)
+        weights = self.weights
+        if len(runners) != len(weights):  # one fused graph: the average is computed inside it
+            if with_members:
+                raise SaltsegError("a fused ensemble cannot return each member's masks (fuse=False)")
+            weights = [1.0]
         acc: torch.Tensor | None = None
         salt: torch.Tensor | None = None
         mask_w = salt_w = 0.0
         per_member: list[torch.Tensor | None] = []
-        for w, run in zip(self.weights, runners, strict=True):
+        for w, run in zip(weights, runners, strict=True):
             out = run(x)
             mask = out["mask"][:, 0] if "mask" in out else None
             if mask is not None:

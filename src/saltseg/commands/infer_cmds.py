@@ -68,6 +68,11 @@ def _predict(p: argparse.ArgumentParser):
     )
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda:0...")
     add_backend_argument(p)
+    p.add_argument(
+        "--fuse",
+        action="store_true",
+        help="run an ensemble's members as one graph (onnxruntime / openvino: one call per batch)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from saltseg.inference.postprocess import load_postprocess, validate_postprocess
@@ -92,6 +97,7 @@ def _predict(p: argparse.ArgumentParser):
             device=resolve_device(args.device),
             backend=args.backend,
             precision=args.precision,
+            fuse=args.fuse,
         )
         print(
             f"predicted {meta.n_tiles} tiles with {len(meta.models)} model(s) on {meta.backend} "

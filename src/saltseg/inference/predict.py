@@ -116,8 +116,11 @@ def predict_folder(
     device: str | torch.device | None = None,
     backend: BackendName = "auto",
     precision: str = "auto",
+    fuse: bool = False,
 ) -> PredictionMeta:
     """Predict every tile of ``images`` and write the prediction folder ``out``; returns its meta.
+
+    ``fuse`` runs the members as one graph on a graph backend (see :class:`EnsemblePredictor`).
 
     Probabilities are written chunk by chunk (:data:`CHUNK` tiles at most held in memory) into a
     temporary folder that replaces ``out/probs`` only when every tile was predicted, so that a failed
@@ -137,7 +140,13 @@ def predict_folder(
     pp = postprocess or default_postprocess(models)
     ids, paths = tile_ids(images, split)
     predictor = EnsemblePredictor.load(
-        members, hflip=hflip, compile=compile, device=device, backend=backend, precision=precision
+        members,
+        hflip=hflip,
+        compile=compile,
+        device=device,
+        backend=backend,
+        precision=precision,
+        fuse=fuse,
     )
     out.mkdir(parents=True, exist_ok=True)
     for target in (folder.masks_file, folder.meta_file, *([Path(csv_path)] if csv_path else [])):
