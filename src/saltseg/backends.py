@@ -106,6 +106,23 @@ def predict_batch(
     return result
 
 
+def average_outputs(
+    outputs: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]
+) -> dict[str, torch.Tensor]:
+    """The ensemble's weighted average of its members' probabilities, output by output: a member
+    without an output (a classifier has no ``mask``) is left out of that output's average."""
+    result: dict[str, torch.Tensor] = {}
+    for name in ("mask", "salt"):
+        parts = [(w, out[name]) for w, out in zip(weights, outputs, strict=True) if name in out]
+        if not parts:
+            continue
+        acc = parts[0][0] * parts[0][1]
+        for w, value in parts[1:]:
+            acc = acc + w * value
+        result[name] = acc / sum(w for w, _ in parts)
+    return result
+
+
 def installed(backend: str) -> bool:
     """Whether ``backend``'s package can be imported."""
     return backend == "torch" or importlib.util.find_spec(backend) is not None

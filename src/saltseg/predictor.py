@@ -27,6 +27,7 @@ from saltseg.backends import (
     MemberRunner,
     TorchRunner,
     autocast_for,
+    average_outputs,
     candidates,
     check_precision,
     compare_outputs,
@@ -162,14 +163,7 @@ class EnsemblePredictor:
         when the members are fused)."""
         with torch.no_grad():
             outs = [predict_batch(m, x.to(self.device), self.hflip, self.channels_last) for m in self.models]
-        if not self.fuse:
-            return outs
-        average = {}
-        for name in ("mask", "salt"):
-            parts = [(w, o[name]) for w, o in zip(self.weights, outs, strict=True) if name in o]
-            if parts:
-                average[name] = sum(w * v for w, v in parts) / sum(w for w, _ in parts)
-        return [average]
+        return [average_outputs(outs, self.weights)] if self.fuse else outs
 
     def _runners(self, x: torch.Tensor) -> list[MemberRunner]:
         """The members' runners for tiles of ``x``'s size, choosing the backend on the first call."""
@@ -231,23 +225,11 @@ class EnsemblePredictor:
             if with_members:
                 raise SaltsegError("a fused ensemble cannot return each member's masks (fuse=False)")
             weights = [1.0]
-        acc: torch.Tensor | None = None
-        salt: torch.Tensor | None = None
-        mask_w = salt_w = 0.0
-        per_member: list[torch.Tensor | None] = []
-        for w, run in zip(weights, runners, strict=True):
-            out = run(x)
-            mask = out["mask"][:, 0] if "mask" in out else None
-            if mask is not None:
-                acc = w * mask if acc is None else acc + w * mask
-                mask_w += w
-            if "salt" in out:
-                salt = w * out["salt"] if salt is None else salt + w * out["salt"]
-                salt_w += w
-            if with_members:
-                per_member.append(mask)
-        probs = None if acc is None else acc / mask_w
-        return probs, None if salt is None else salt / salt_w, per_member
+        outs = [run(x) for run in runners]
+        average = average_outputs(outs, weights)
+        probs = average["mask"][:, 0] if "mask" in average else None
+        per_member = [out["mask"][:, 0] if "mask" in out else None for out in outs] if with_members else []
+        return probs, average.get("salt"), per_member
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (N,H,W) float32 of uint8 tiles (N,H,W) (zeros when no member has a mask head),

@@ -67,17 +67,11 @@ class EnsembleProbabilities(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, 1, H, W) in [0, 1] -> the configured outputs, probabilities."""
-        from saltseg.backends import predict_batch
+        from saltseg.backends import average_outputs, predict_batch
 
-        sums: dict[str, torch.Tensor] = {}
-        totals: dict[str, float] = {}
-        for member, weight in zip(self.members, self.weights, strict=True):
-            out = predict_batch(member, x, hflip=self.hflip, batch_views=True)
-            for name in self.outputs:
-                if name in out:
-                    sums[name] = out[name] * weight if name not in sums else sums[name] + out[name] * weight
-                    totals[name] = totals.get(name, 0.0) + weight
-        return tuple(sums[name] / totals[name] for name in self.outputs)
+        outs = [predict_batch(m, x, hflip=self.hflip, batch_views=True) for m in self.members]
+        average = average_outputs(outs, self.weights)
+        return tuple(average[name] for name in self.outputs)
 
 
 @dataclass
