@@ -507,7 +507,18 @@ def test_damaged_resume_files_are_one_error_naming_the_file(
         train_run(load_config(path), data_dir, run, folds_to_run=[0], progress=False, callbacks=[CtrlC()])
     ckpt = run / "fold0" / "stage0" / "last.ckpt"
     assert ckpt.exists()
-    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # truncated
+    whole = ckpt.read_bytes()
+    # a checkpoint of an earlier saltseg (its schedule a LambdaLR): refused, not a KeyError in Lightning
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    saved["lr_schedulers"] = [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0).state_dict()]
+    saved["lr_schedulers"][0]["lr_lambdas"] = [None]
+    torch.save(saved, ckpt)
+    capsys.readouterr()
+    assert train(path, data_dir, run, "--resume") == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and str(ckpt) in err[0] and "LR-schedule state is of another kind" in err[0], err
+    ckpt.write_bytes(whole[:1000])  # truncated
     capsys.readouterr()
     assert train(path, data_dir, run, "--resume") == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]

@@ -26,7 +26,7 @@ from saltseg.training.callbacks import (
     SnapshotKeeper,
     TrainingGuard,
 )
-from saltseg.training.config import ExperimentConfig
+from saltseg.training.config import ExperimentConfig, StageConfig
 from saltseg.training.data import LabelledTiles, load_pseudo_labels
 from saltseg.training.finish import average_swa, finish_fold
 from saltseg.training.module import SaltModule
@@ -83,16 +83,31 @@ def prepare_fold_split(
     return model, train_idx, val_idx
 
 
-def _check_checkpoint(ckpt: Path) -> None:
-    """A stage checkpoint ``--resume`` continues from must load (safely); a damaged one is one error."""
+def _check_checkpoint(ckpt: Path, stage: StageConfig) -> None:
+    """A stage checkpoint ``--resume`` continues from must load (safely) and hold the LR-schedule state
+    this version builds for the stage; a damaged or foreign one is one error."""
     try:
-        torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle opcode, foreign file: all mean "damaged"
         raise SaltsegError(
             f"damaged checkpoint ({type(exc).__name__}); delete it and resume again to restart this "
             "stage from its first epoch (the completed stages are kept)",
             ckpt,
         ) from None
+    if stage.schedule.name == "plateau":
+        return
+    from saltseg.training.schedules import build_scheduler
+
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=stage.optimizer.lr)
+    want = set(build_scheduler(stage.schedule, probe, 100, 10).state_dict())
+    got = [set(s) for s in saved.get("lr_schedulers") or [] if isinstance(s, dict)]
+    if got and got[0] != want:
+        raise SaltsegError(
+            "its LR-schedule state is of another kind than this version of saltseg builds for the stage "
+            "(a checkpoint of an earlier version); finish the run with that version, or delete the file "
+            "and resume again to restart this stage from its first epoch",
+            ckpt,
+        )
 
 
 def train_fold(
@@ -172,7 +187,7 @@ def train_fold(
         trainer = build_trainer(cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress)
         ckpt = fd.stage_checkpoint(si)
         if resume and ckpt.exists():
-            _check_checkpoint(ckpt)
+            _check_checkpoint(ckpt, stage)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*exists and is not empty.*")
