@@ -1,6 +1,6 @@
 """Speed benchmark, in one run: training and inference images/s of saltseg's default path (bf16 autocast +
-channels_last, the CPU default config's model) against the plain smp fp32 eager loop on the same
-architecture and batch, reported as ratios; optionally the wall time and peak memory of a full
+channels_last, the CPU default config's model) against the plain fp32 eager loop on the same
+architecture and batch (smp's U-Net for an smp config, saltseg's own model otherwise), reported as ratios; optionally the wall time and peak memory of a full
 18000-tile submission with flip TTA (``saltseg predict`` in a subprocess). ``--device`` (default: the
 GPU when there is one) runs both sides on that device.
 
@@ -170,13 +170,20 @@ def main() -> None:
     cfg = load_config(args.config)
     torch.manual_seed(0)
     ours = create_model(cfg.model)
-    ref = PaddedSmp(cfg.model.encoder, list(cfg.model.decoder_channels))
+    # the same architecture on both sides: the plain smp U-Net for an smp config, else saltseg's own
+    # model (the default's residual U-Net) in the plain fp32 eager loop
+    if cfg.model.arch == "unet":
+        ref: torch.nn.Module = PaddedSmp(cfg.model.encoder, list(cfg.model.decoder_channels))
+        reference = f"smp Unet {cfg.model.encoder}, fp32 eager"
+    else:
+        ref, reference = create_model(cfg.model), f"the same {cfg.model.arch}, fp32 eager"
     res: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "model": f"{cfg.model.arch} {cfg.model.encoder}",
+        "model": cfg.model.arch if cfg.model.arch != "unet" else f"unet {cfg.model.encoder}",
+        "reference": reference,
         "batch": args.batch,
     }
     res["train_ref_fp32"] = train_rate(ref, False, args.batch, args.steps, device)
