@@ -1,8 +1,8 @@
 """Speed benchmark, in one run: training and inference images/s of saltseg's default path (bf16 autocast +
-channels_last, the CPU default config's model) against the plain fp32 eager loop on the same
-architecture and batch (smp's U-Net for an smp config, saltseg's own model otherwise), reported as ratios; optionally the wall time and peak memory of a full
-18000-tile submission with flip TTA (``saltseg predict`` in a subprocess). ``--device`` (default: the
-GPU when there is one) runs both sides on that device.
+channels_last, the CPU default config's model) against the plain fp32 eager loop on the same architecture
+and batch (smp's U-Net for an smp config, saltseg's own model otherwise), reported as ratios; optionally
+the wall time and peak memory of a full 18000-tile submission with flip TTA (``saltseg predict`` in a
+subprocess). ``--device`` (default: the GPU when there is one) runs both sides on that device.
 
 Usage:
     python benchmarks/speed.py --config configs/cpu_fast.yaml [--device cpu|cuda] \
