@@ -19,7 +19,7 @@ import datetime as _dt
 import logging
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +95,10 @@ class TableView:
     id: str | None = None
     hi: set[int] = field(default_factory=set)
 
-    @property
+    @cached_property
     def left(self) -> list[bool]:
-        """Per column: left-aligned (text) rather than right-aligned (numbers only, tags ignored)."""
+        """Per column: left-aligned (text) rather than right-aligned (numbers only, tags ignored); worked
+        out once per table, not once per cell the template writes."""
 
         def numeric(i: int) -> bool:
             cells = [re.sub(r"<[^>]+>|\([^)]*\)", "", str(r[i])) for r in self.rows if i < len(r)]
