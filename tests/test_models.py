@@ -27,7 +27,7 @@ from saltseg.models import (
     list_models,
     register_model,
 )
-from saltseg.models.blocks import FPA, GAU, GCN, Hypercolumn, attention
+from saltseg.models.blocks import FPA, GAU, GCN, Hypercolumn, PyramidPooling, attention
 from saltseg.models.vanilla import decreasing_dropout_schedule
 
 BUILTIN = ["classifier", "dilated_unet", "gcn_gau", "unet", "vanilla_unet"]
@@ -633,6 +633,31 @@ def test_a_hostile_pth_is_refused_in_one_line_without_pytorchs_advice(tmp_path: 
 def grads_reach_every_parameter(model: nn.Module, x: torch.Tensor) -> None:
     out = model(x)
     sum(v.float().sum() for v in out.values()).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("size", [7, 4, 1])
+def test_pyramid_pooling_keeps_size_and_sees_the_whole_map(size: int) -> None:
+    block = PyramidPooling(16, 8).eval()
+    x = torch.randn(2, 16, size, size)
+    with torch.no_grad():
+        out = block(x)
+        changed = x.clone()
+        changed[:, :, 0, 0] += 5.0  # one corner: the 1x1 bin carries it to the opposite corner
+        far = block(changed)[:, :, -1, -1]
+    assert out.shape == (2, 8, size, size)
+    if size > 1:
+        assert not torch.allclose(far, out[:, :, -1, -1])
+
+
+@pytest.mark.parametrize("arch", ["dilated_unet", "unet", "gcn_gau"])
+def test_pyramid_pooling_centre_in_every_architecture(arch: str) -> None:
+    model = create_model(tiny(arch, center="ppm", input_size=128))
+    assert any(isinstance(m, PyramidPooling) for m in model.modules())
+    out = model(torch.rand(2, 1, 101, 101))
+    assert out["mask"].shape == (2, 1, 101, 101)
+    out["mask"].mean().backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
 

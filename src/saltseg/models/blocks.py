@@ -1,4 +1,5 @@
-"""Building blocks no library provides in a usable form: FPA, hypercolumn, GCN and GAU.
+"""Building blocks no library provides in a usable form: FPA, hypercolumn, GCN and GAU, and the centre
+blocks (FPA or smp's pyramid pooling) behind ``model.center``.
 
 smp's PAN decoder has an FPA and a GAU block, but its FPA needs feature maps of at least 8x8 (the
 deepest map of a 128-pixel tile is 4x4) and both put batch norm after global pooling, which breaks
@@ -10,7 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.base.modules import Attention, Conv2dReLU, SCSEModule
+from segmentation_models_pytorch.decoders.pspnet.decoder import PSPModule
 from torch import nn
+
+PYRAMID_BINS = (1, 2, 3, 6)  # PSPNet's bins, as the 15th place's pyramid pooling
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -65,6 +69,37 @@ class FPA(nn.Module):
         for i in range(self.levels - 1, 0, -1):
             y = getattr(self, f"conv{i}")(pyramid[i - 1]) + _resize(y, pyramid[i - 1].shape[-2:])
         return mid * _resize(y, size) + glob
+
+
+class PyramidPooling(nn.Sequential):
+    """Pyramid pooling (Zhao et al. 2017, PSPNet): smp's ``PSPModule`` and a 1x1 convolution back to width.
+
+    The features are average-pooled to 1x1, 2x2, 3x3 and 6x6 bins, each bin map reduced by a 1x1
+    convolution, upsampled and concatenated with the input; the 1x1 convolution then maps the
+    doubled width to ``out_channels``. Any spatial size works (a 101 tile at depth 4 gives 7x7).
+
+    Args:
+        in_channels: Channels of the input features (a multiple of 4, the number of bins).
+        out_channels: Channels of the output features.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        if in_channels % len(PYRAMID_BINS):
+            bins = len(PYRAMID_BINS)
+            raise ValueError(f"pyramid pooling needs channels divisible by {bins}, got {in_channels}")
+        pooled = in_channels + len(PYRAMID_BINS) * (in_channels // len(PYRAMID_BINS))
+        super().__init__(
+            PSPModule(in_channels, sizes=PYRAMID_BINS), Conv2dReLU(pooled, out_channels, kernel_size=1)
+        )
+
+
+def center_block(center: str, channels: int, fpa_kernels: tuple[int, ...]) -> nn.Module:
+    """The block ``model.center`` names on the deepest features: ``fpa``, ``ppm`` or ``none`` (identity)."""
+    if center == "fpa":
+        return FPA(channels, channels, fpa_kernels)
+    if center == "ppm":
+        return PyramidPooling(channels, channels)
+    return nn.Identity()
 
 
 class Hypercolumn(nn.Module):

@@ -23,7 +23,7 @@ class ModelConfig(ConfigSection):
 
     Options shared by all segmentation architectures (``unet``, ``gcn_gau``, ``vanilla_unet``,
     ``dilated_unet``): ``attention`` (scSE in every decoder block), ``hypercolumn``, ``center``
-    (FPA on the deepest features), ``dropout`` (spatial dropout before the final head) and
+    (FPA or pyramid pooling on the deepest features), ``dropout`` (spatial dropout before the final head) and
     ``deep_supervision``. The talk author's plain U-Net is therefore
     ``arch="vanilla_unet", attention=None, hypercolumn=False``.
 
@@ -46,7 +46,8 @@ class ModelConfig(ConfigSection):
             encoder depth (1 to 5).
         attention: ``"scse"`` puts concurrent spatial and channel squeeze-excitation into the decoder.
         hypercolumn: Concatenate all decoder outputs (upsampled) before the head.
-        center: ``"fpa"`` adds a Feature Pyramid Attention block on the deepest encoder features.
+        center: A block on the deepest features: ``"fpa"`` (Feature Pyramid Attention, the 1st place) or
+            ``"ppm"`` (PSPNet's pyramid pooling over 1, 2, 3 and 6 bins, the 15th place).
         fpa_kernels: Kernel sizes of the FPA pyramid, finest first (the 1st place: ``[5, 3]``, no 7x7).
         encoder_attention: ``"scse"`` inside the encoder, after each of its ResNet-style stages
             (``layer1``-``layer4``), so the next stage sees the re-weighted features (1st place).
@@ -87,7 +88,7 @@ class ModelConfig(ConfigSection):
     decoder_channels: list[int] = Field(default_factory=lambda: [256, 128, 64, 32, 16])
     attention: Literal["scse"] | None = "scse"
     hypercolumn: bool = True
-    center: Literal["none", "fpa"] = "none"
+    center: Literal["none", "fpa", "ppm"] = "none"
     fpa_kernels: list[int] = Field(default_factory=lambda: [7, 5, 3])
     encoder_attention: Literal["scse"] | None = None
     stem: Literal["default", "conv3x3"] = "default"

@@ -6,7 +6,7 @@ import torch
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import nn
 
-from saltseg.models.blocks import FPA, GAU, GCN, TransposedUpBlock, attention
+from saltseg.models.blocks import GAU, GCN, TransposedUpBlock, attention, center_block
 from saltseg.models.config import ModelConfig
 from saltseg.models.encoders import build_encoder
 from saltseg.models.heads import SegmentationHeads
@@ -35,8 +35,8 @@ def unet_block(
 class EncoderUNet(nn.Module):
     """U-Net on an smp encoder with the TGS winners' additions.
 
-    smp ``UnetDecoderBlock`` s (scSE attention when ``attention="scse"``), an optional FPA centre,
-    optional removal of the first max-pool, hypercolumn and deep-supervision heads.
+    smp ``UnetDecoderBlock`` s (scSE attention when ``attention="scse"``), an optional centre block (FPA
+    or pyramid pooling), optional removal of the first max-pool, hypercolumn and deep-supervision heads.
 
     Args:
         config: The model configuration.
@@ -50,11 +50,7 @@ class EncoderUNet(nn.Module):
         head_channels = encoder_channels[-1]
         skip_channels = [*encoder_channels[1:-1][::-1], 0]
         in_channels = [head_channels, *decoder_channels[:-1]]
-        self.center: nn.Module = (
-            FPA(head_channels, head_channels, tuple(config.fpa_kernels))
-            if config.center == "fpa"
-            else nn.Identity()
-        )
+        self.center = center_block(config.center, head_channels, tuple(config.fpa_kernels))
         make_block = TransposedUpBlock if config.decoder_upsample == "transposed" else unet_block
         self.blocks = nn.ModuleList(
             make_block(cin, cskip, cout, config.attention)
@@ -87,8 +83,8 @@ class EncoderUNet(nn.Module):
 class GCNGAUNet(nn.Module):
     """1st place's second model: encoder + GCN centre + Global Attention Upsample decoder.
 
-    The deepest encoder features pass through a GCN block (then BN-ReLU, then FPA if
-    ``center="fpa"``) to ``decoder_channels[0]``; each shallower encoder level is fused by a
+    The deepest encoder features pass through a GCN block (then BN-ReLU, then the ``model.center``
+    block, if any) to ``decoder_channels[0]``; each shallower encoder level is fused by a
     :class:`GAU` into ``decoder_channels[i]`` (followed by scSE when ``attention="scse"``); a last
     U-Net block upsamples to the input resolution. Heads as in :class:`EncoderUNet`.
 
@@ -106,8 +102,8 @@ class GCNGAUNet(nn.Module):
             nn.BatchNorm2d(decoder_channels[0]),
             nn.ReLU(inplace=True),
         ]
-        if config.center == "fpa":
-            center.append(FPA(decoder_channels[0], decoder_channels[0], tuple(config.fpa_kernels)))
+        if config.center != "none":
+            center.append(center_block(config.center, decoder_channels[0], tuple(config.fpa_kernels)))
         self.center = nn.Sequential(*center)
         skip_channels = encoder_channels[1:-1][::-1]
         self.gaus = nn.ModuleList(
@@ -144,7 +140,7 @@ class GCNGAUNet(nn.Module):
 
 @register_model("unet")
 def build_unet(config: ModelConfig) -> nn.Module:
-    """U-Net on an smp encoder with scSE, hypercolumn, FPA centre and deep supervision options."""
+    """U-Net on an smp encoder with scSE, hypercolumn, centre block and deep supervision options."""
     return EncoderUNet(config)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from saltseg.models.blocks import FPA, attention
+from saltseg.models.blocks import attention, center_block
 from saltseg.models.config import ModelConfig
 from saltseg.models.heads import SegmentationHeads
 from saltseg.models.registry import register_model
@@ -145,11 +145,7 @@ class VanillaUNet(nn.Module):
             if dilated
             else conv_block(widths[depth - 1], widths[depth], bn, res)
         )
-        self.center: nn.Module = (
-            FPA(widths[depth], widths[depth], tuple(config.fpa_kernels))
-            if config.center == "fpa"
-            else nn.Identity()
-        )
+        self.center = center_block(config.center, widths[depth], tuple(config.fpa_kernels))
         schedule = decreasing_dropout_schedule(config.decreasing_dropout, depth)
         self.bottleneck_dropout = nn.Dropout(schedule[0])
         levels = list(range(depth - 1, -1, -1))  # deepest expanding level first
