@@ -11,7 +11,7 @@ import pytest
 from saltseg.artifacts.records import PipelineSummary, read_record
 from saltseg.cli import main
 from saltseg.data.rle import rle_decode
-from saltseg.errors import DataError
+from saltseg.errors import ConfigError, DataError
 from saltseg.training.config import load_config
 
 PIPE = """\
@@ -291,3 +291,28 @@ def test_pipeline_killed_at_a_random_point_resumes_to_the_uninterrupted_result(
     assert done.oof_score == want.oof_score and done.rounds[1].tuning == want.rounds[1].tuning
     assert (out / "submission.csv").read_text() == (ref / "submission.csv").read_text()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes]
+
+
+def test_pipeline_section_of_the_config_is_the_default_and_arguments_override_it(
+    pipe_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from saltseg.pipeline import run_pipeline
+    from saltseg.training.config import parse_config
+
+    data, cfg_path = pipe_data
+    cfg = load_config(cfg_path, ["pipeline.pseudo_rounds=1", "pipeline.test_members=all"])
+    assert cfg.pipeline.pseudo_rounds == 1 and cfg.pipeline.minutes is None
+    with pytest.raises(DataError, match="pseudo-label round needs"):  # the config's round, no test tiles
+        run_pipeline(cfg, data, tmp_path / "x")
+    with pytest.raises(DataError, match="pipeline pseudo_confidence"):
+        run_pipeline(cfg, data, tmp_path / "y", pseudo_rounds=0, pseudo_confidence=1.5)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    with pytest.raises(ConfigError, match=r"pipeline\.minutes"):
+        parse_config({"pipeline": {"minutes": -5}})
+
+
+def test_shipped_pipeline_config_carries_its_budget() -> None:
+    cfg = load_config("cpu_pipeline")
+    fast = load_config("cpu_fast")
+    assert cfg.pipeline.minutes is not None and 100 <= cfg.pipeline.minutes <= 150
+    assert cfg.model == fast.model and cfg.stages == fast.stages  # the 30-minute winner's recipe

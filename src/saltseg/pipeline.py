@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from saltseg.artifacts import PredictionDir, RunDir, names
 from saltseg.artifacts.records import (
@@ -30,7 +31,7 @@ from saltseg.artifacts.records import (
 )
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import fit_run_temperature
-from saltseg.training.config import ExperimentConfig, dump_config, load_config
+from saltseg.training.config import ExperimentConfig, PipelineConfig, dump_config, load_config
 from saltseg.training.data import LabelledTiles
 from saltseg.utils.io import atomic_write
 
@@ -167,18 +168,21 @@ def run_pipeline(
     out: str | Path,
     minutes: float | None = None,
     test_images: str | Path | None = None,
-    pseudo_rounds: int = 0,
-    pseudo_confidence: float = 0.97,
-    calibrate: bool = True,
-    distill: bool = False,
+    pseudo_rounds: int | None = None,
+    pseudo_confidence: float | None = None,
+    calibrate: bool | None = None,
+    distill: bool | None = None,
     resume: bool = False,
     progress: bool = True,
     predict_batch_size: int = 128,
-    test_members: str = "best",
+    test_members: str | None = None,
     folds: list[int] | None = None,
     test_split: str = "test",
 ) -> PipelineSummary:
     """Run the pipeline into ``out``; returns (and writes to ``out/pipeline.json``) what each step gave.
+
+    ``minutes``, ``pseudo_rounds``, ``pseudo_confidence``, ``calibrate``, ``distill`` and
+    ``test_members`` default to the config's ``pipeline`` section; an argument given overrides it.
 
     ``minutes`` budgets everything: the test predictions' time is estimated from a timed pass and kept
     back, the rest is split evenly over rounds and folds. ``test_members``: ``best`` predicts the test
@@ -200,12 +204,20 @@ def run_pipeline(
     from saltseg.inference.predict import predict_folder, tile_ids
 
     data_dir, out = Path(data_dir), Path(out)
-    if pseudo_rounds < 0:
-        raise DataError(f"pseudo_rounds must be 0 or more, got {pseudo_rounds}")
+    given = {
+        "minutes": minutes,
+        "pseudo_rounds": pseudo_rounds,
+        "pseudo_confidence": pseudo_confidence,
+        "calibrate": calibrate,
+        "distill": distill,
+        "test_members": test_members,
+    }
+    plan = _pipeline_plan(cfg, {k: v for k, v in given.items() if v is not None})
+    cfg = cfg.model_copy(update={"pipeline": plan})
+    minutes, pseudo_rounds, pseudo_confidence = plan.minutes, plan.pseudo_rounds, plan.pseudo_confidence
+    calibrate, distill, test_members = plan.calibrate, plan.distill, plan.test_members
     if (pseudo_rounds or distill) and test_images is None:
         raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
-    if test_members not in ("best", "all"):
-        raise DataError(f"test_members must be 'best' or 'all', got {test_members!r}")
     best_only = test_members == "best"
     started = time.time()
     loaded: list[LabelledTiles] = []  # the labelled tiles, read once for the budget fit and every round
@@ -227,6 +239,7 @@ def run_pipeline(
     )
     if resumed:
         cfg = load_config(cfg_file)  # the budget-fitted config of the first start
+        cfg = cfg.model_copy(update={"pipeline": plan})
     else:
         if minutes is not None:
             n_test = len(tile_ids(test_images, test_split)[0]) if test_images is not None else 0
@@ -322,6 +335,16 @@ def run_pipeline(
             )
     save()
     return state
+
+
+def _pipeline_plan(cfg: ExperimentConfig, given: dict[str, object]) -> PipelineConfig:
+    """The config's ``pipeline`` section with the arguments given on top, validated."""
+    try:
+        return PipelineConfig.model_validate({**cfg.pipeline.model_dump(), **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        raise DataError(f"pipeline {key}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 def _teacher_predictions(

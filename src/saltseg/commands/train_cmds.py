@@ -165,39 +165,43 @@ def _pipeline(p: argparse.ArgumentParser):
     _add_common(p)
     p.add_argument("--out", type=Path, required=True, help="pipeline folder")
     p.add_argument(
-        "--minutes", type=float, help="training budget: each fold's epochs are scaled to fit its share"
+        "--minutes",
+        type=float,
+        help="training budget: each fold's epochs are scaled to fit its share (default: the config's "
+        "pipeline.minutes)",
     )
     p.add_argument("--test", type=Path, help="unlabelled tiles to predict into OUT/submission.csv")
     rounds = p.add_mutually_exclusive_group()
     rounds.add_argument(
         "--pseudo-rounds",
         type=int,
-        default=0,
         metavar="N",
         help="N more rounds, each trained with the calibrated, confident test predictions of the best "
-        "round so far",
+        "round so far (default: the config's pipeline.pseudo_rounds)",
     )
     rounds.add_argument(
-        "--pseudo-round", action="store_true", help="one pseudo-label round (--pseudo-rounds 1)"
+        "--pseudo-round", action="store_const", const=1, dest="pseudo_rounds", help="--pseudo-rounds 1"
     )
     p.add_argument(
         "--distill",
         action="store_true",
+        default=None,
         help="then train one student (fold 0 held out) on the labelled tiles plus every test tile with the "
         "best round's calibrated probabilities as soft targets",
     )
     p.add_argument(
         "--no-calibrate",
-        action="store_true",
+        action="store_false",
+        dest="calibrate",
+        default=None,
         help="apply the confidence rule to the raw probabilities (no temperature fitted on the OOF)",
     )
     p.add_argument(
         "--test-members",
         choices=["best", "all"],
-        default="best",
-        help="test prediction with each fold's best model (default) or with every snapshot too",
+        help="test prediction with each fold's best model (the default) or with every snapshot too",
     )
-    p.add_argument("--confidence", type=float, default=0.97, help="pseudo-label confidence (default 0.97)")
+    p.add_argument("--confidence", type=float, help="pseudo-label confidence (default: the config's, 0.97)")
     p.add_argument("--resume", action="store_true", help="continue a killed pipeline")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -214,9 +218,9 @@ def _pipeline(p: argparse.ArgumentParser):
             args.out,
             minutes=args.minutes,
             test_images=args.test,
-            pseudo_rounds=1 if args.pseudo_round else args.pseudo_rounds,
+            pseudo_rounds=args.pseudo_rounds,
             pseudo_confidence=args.confidence,
-            calibrate=not args.no_calibrate,
+            calibrate=args.calibrate,
             distill=args.distill,
             resume=args.resume,
             progress=not args.no_progress,

@@ -111,6 +111,29 @@ class SWAConfig(_Strict):
     replace: bool = True
 
 
+class PipelineConfig(_Strict):
+    """What ``saltseg pipeline`` does around the folds; its command-line flags override these.
+
+    Attributes:
+        minutes: Budget of the whole pipeline: each fold's epochs are scaled to fit its share
+            (``null``: the stages' epochs as written).
+        pseudo_rounds: Rounds after the first, each trained with the calibrated, confident test
+            predictions of the best round so far (they need the test tiles).
+        pseudo_confidence: Share of a tile's pixels that must lie below 0.2 or above 0.8.
+        calibrate: Fit a temperature on the out-of-fold predictions before the confidence rule.
+        distill: Then train one student on the labelled tiles plus every test tile (soft targets).
+        test_members: ``best``: the test tiles predicted with each fold's best model; ``all``: with
+            every member (snapshots too).
+    """
+
+    minutes: float | None = Field(None, gt=0)
+    pseudo_rounds: int = Field(0, ge=0)
+    pseudo_confidence: float = Field(0.97, ge=0.0, le=1.0)
+    calibrate: bool = True
+    distill: bool = False
+    test_members: Literal["best", "all"] = "best"
+
+
 PRECISIONS = (
     "auto",
     "32",
@@ -215,7 +238,7 @@ class TrainConfig(_Strict):
 
 
 class ExperimentConfig(_Strict):
-    """A whole experiment: data split, model, augmentations, stages, SWA and engine settings."""
+    """A whole experiment: data split, model, augmentations, stages, SWA, engine and pipeline settings."""
 
     name: str = "experiment"
     seed: int = Field(0, ge=0, le=2**32 - 1)  # numpy seeds: 0 .. 2^32 - 1
@@ -225,6 +248,7 @@ class ExperimentConfig(_Strict):
     stages: list[StageConfig] = Field(default_factory=lambda: [StageConfig()])
     swa: SWAConfig = Field(default_factory=SWAConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
