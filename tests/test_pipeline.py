@@ -304,7 +304,8 @@ def test_pipeline_section_of_the_config_is_the_default_and_arguments_override_it
     assert cfg.pipeline.pseudo_rounds == 1 and cfg.pipeline.minutes is None
     with pytest.raises(DataError, match="pseudo-label round needs"):  # the config's round, no test tiles
         run_pipeline(cfg, data, tmp_path / "x")
-    with pytest.raises(DataError, match="pipeline pseudo_confidence"):
+    too_high = "pipeline: 'pseudo_confidence': Input should be less than or equal to 1"
+    with pytest.raises(DataError, match=too_high):
         run_pipeline(cfg, data, tmp_path / "y", pseudo_rounds=0, pseudo_confidence=1.5)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     with pytest.raises(ConfigError, match=r"pipeline\.minutes"):

@@ -31,7 +31,13 @@ from saltseg.artifacts.records import (
 )
 from saltseg.errors import DataError
 from saltseg.inference.calibrate import fit_run_temperature
-from saltseg.training.config import ExperimentConfig, PipelineConfig, dump_config, load_config
+from saltseg.training.config import (
+    ExperimentConfig,
+    PipelineConfig,
+    dump_config,
+    format_validation_error,
+    load_config,
+)
 from saltseg.training.data import LabelledTiles
 from saltseg.utils.io import atomic_write
 
@@ -342,9 +348,7 @@ def _pipeline_plan(cfg: ExperimentConfig, given: dict[str, object]) -> PipelineC
     try:
         return PipelineConfig.model_validate({**cfg.pipeline.model_dump(), **given})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
-        raise DataError(f"pipeline {key}: {err['msg']} (got {err.get('input')!r})") from None
+        raise DataError(f"pipeline: {format_validation_error(exc)}") from None
 
 
 def _teacher_predictions(

@@ -84,10 +84,10 @@ class PyramidPooling(nn.Sequential):
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
-        if in_channels % len(PYRAMID_BINS):
-            bins = len(PYRAMID_BINS)
+        bins = len(PYRAMID_BINS)
+        if in_channels % bins:
             raise ValueError(f"pyramid pooling needs channels divisible by {bins}, got {in_channels}")
-        pooled = in_channels + len(PYRAMID_BINS) * (in_channels // len(PYRAMID_BINS))
+        pooled = in_channels + bins * (in_channels // bins)
         super().__init__(
             PSPModule(in_channels, sizes=PYRAMID_BINS), Conv2dReLU(pooled, out_channels, kernel_size=1)
         )

@@ -272,7 +272,8 @@ class ExperimentConfig(_Strict):
         return self
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def format_validation_error(exc: ValidationError) -> str:
+    """A pydantic error as one line: each wrong key named with its problem and the value given."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
@@ -331,7 +332,7 @@ def parse_config(raw: dict[str, Any], source: str | Path = "config") -> Experime
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc), source) from None
+        raise ConfigError(format_validation_error(exc), source) from None
     from saltseg.models.registry import list_models
 
     if cfg.model.arch not in list_models():
