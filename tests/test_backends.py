@@ -13,12 +13,13 @@ import torch
 
 import saltseg.backends as backends
 import saltseg.predictor as predictor_module
-from saltseg.backends import TOLERANCE, candidates, installed, predict_batch, weights_digest
+from saltseg.backends import TOLERANCE, candidates, installed, weights_digest
 from saltseg.checkpoints import save_weights
 from saltseg.cli import main
 from saltseg.data.synth import write_kaggle_layout
 from saltseg.errors import SaltsegError
 from saltseg.inference.predict import load_prediction_probs
+from saltseg.inference.tta import predict_batch
 from saltseg.models import create_model
 from saltseg.predictor import EnsemblePredictor
 
@@ -151,11 +152,9 @@ def test_a_backend_that_fails_the_accuracy_check(monkeypatch: pytest.MonkeyPatch
 
 
 def test_graphs_are_cached_per_weights_and_size(monkeypatch: pytest.MonkeyPatch, _graph_cache: Path) -> None:
-    import saltseg.inference.export as export
-
     calls: list[object] = []
-    real = export.export_module
-    monkeypatch.setattr(export, "export_module", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = backends.export_module
+    monkeypatch.setattr(backends, "export_module", lambda *a, **k: calls.append(a) or real(*a, **k))
     model = salt_model()
     for _ in range(2):
         EnsemblePredictor([model], backend=GRAPH_BACKENDS[0]).predict_array(tiles(2))

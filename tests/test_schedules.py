@@ -205,8 +205,9 @@ def test_a_schedule_restored_from_its_state_continues_the_same_curve(name: str) 
     [
         ("cosine_restarts", 2, 10, [0] * 5 + [1] * 5),
         ("cosine_restarts", 3, 9, [0, 0, 0, 1, 1, 1, 2, 2, 2]),
+        ("cosine_restarts", 3, 10, [0] * 4 + [1] * 4 + [2] * 2),  # cycles of ceil(10 / 3) epochs
         ("cyclic", 2, 5, [0, 0, 0, 1, 1]),
-        ("cosine_restarts", 4, 2, [0, 2]),
+        ("cosine_restarts", 4, 2, [0, 1]),
         ("cosine", 3, 6, [0] * 6),  # cycles only count for cyclic schedules
         ("constant", 5, 4, [0] * 4),
     ],
@@ -214,6 +215,32 @@ def test_a_schedule_restored_from_its_state_continues_the_same_curve(name: str) 
 def test_cycle_of_epoch(name: str, cycles: int, epochs: int, expected: list[int]) -> None:
     cfg = ScheduleConfig(name=name, cycles=cycles)
     assert [cycle_of_epoch(cfg, e, epochs) for e in range(epochs)] == expected
+
+
+@pytest.mark.parametrize(
+    ("cycles", "epochs", "total", "warmup"),
+    [
+        (2, 10, 100, 0.0),
+        (3, 10, 70, 0.0),
+        (3, 10, 70, 1.0),
+        (4, 2, 6, 0.0),
+        (3, 7, 42, 0.5),
+        (5, 12, 36, 0.0),
+    ],
+)
+def test_cycle_of_epoch_follows_the_scheduler_restarts(
+    cycles: int, epochs: int, total: int, warmup: float
+) -> None:
+    """An epoch's snapshot cycle is the cycle torch's scheduler is in at the epoch's last step."""
+    cfg = ScheduleConfig(name="cosine_restarts", cycles=cycles, min_lr=MIN_LR, warmup_epochs=warmup)
+    per_epoch = total / epochs
+    lrs = curve(cfg, total, per_epoch)
+    warm = round(warmup * per_epoch)
+    restarts = [j for j in range(warm + 1, total) if lrs[j] > lrs[j - 1] + 1e-12]
+    assert 1 <= len(restarts) <= cycles - 1  # whole-step cycles: a short stage may hold fewer
+    for e in range(epochs):
+        last = (e + 1) * total // epochs - 1
+        assert cycle_of_epoch(cfg, e, epochs, per_epoch) == sum(j <= last for j in restarts)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Inference backends: what runs one ensemble member's forward pass (with its flip TTA).
 
-- ``torch``: the model itself, bf16 autocast and channels-last (on CPU and CUDA), optionally compiled;
+- ``torch``: the model itself, bf16 autocast (on CUDA and on CPUs with bf16 instructions) and channels-last,
+  optionally compiled;
 - ``onnxruntime``: the member exported to an ONNX graph (sigmoid and flip TTA inside, the flipped copy
   batched with the original), run by ONNX Runtime's CPU provider in fp32;
 - ``openvino``: the same graph compiled by OpenVINO for the CPU, which runs it in bf16 on CPUs with
@@ -34,6 +35,10 @@ import numpy as np
 import torch
 
 from saltseg.errors import SaltsegError
+from saltseg.inference.export import EnsembleProbabilities, export_module
+from saltseg.inference.tta import predict_batch
+from saltseg.utils.device import cpu_has_native_bf16
+from saltseg.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -56,71 +61,16 @@ MemberRunner = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
 
 def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU and on CUDA GPUs that support it (as in training), else fp16 on CUDA;
-    nothing elsewhere or when disabled."""
+    """bf16 autocast on CPUs with bf16 instructions and on CUDA GPUs that support it (as in training),
+    else fp16 on CUDA; fp32 on other CPUs (emulated bf16 is slower there), elsewhere or when disabled."""
     if not enabled:
         return contextlib.nullcontext()
-    if device.type == "cpu":
+    if device.type == "cpu" and cpu_has_native_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     if device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
         return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
     return contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict_batch(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    hflip: bool = True,
-    channels_last: bool = False,
-    batch_views: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Sigmoid probabilities of one batch ``x`` (B,1,H,W in [0,1]), averaged with the mirrored image.
-
-    ``batch_views`` sends the mirrored copy through the model in the same call as the original (one
-    batch of 2B): what the exported graphs do (ONNX Runtime gains, OpenVINO is level); torch's own CPU
-    path is faster with two calls of B (BENCHMARKS.md, "Inference backends").
-
-    Returns ``{"mask": (B,1,H,W) float32}`` and ``"salt": (B,)`` when the model has an image-level head.
-    """
-    n = x.shape[0]
-    views = [torch.cat([x, torch.flip(x, dims=[-1])])] if hflip and batch_views else [x]
-    if hflip and not batch_views:
-        views.append(torch.flip(x, dims=[-1]))
-    outs = []
-    for v in views:
-        if channels_last:
-            v = v.contiguous(memory_format=torch.channels_last)
-        outs.append(model(v))
-    result: dict[str, torch.Tensor] = {}
-    for name in ("mask", "salt"):
-        if name not in outs[0]:
-            continue
-        p = torch.cat([torch.sigmoid(o[name].float()) for o in outs])
-        if not hflip:
-            result[name] = p.contiguous()
-            continue
-        mirrored = torch.flip(p[n:], dims=[-1]) if name == "mask" else p[n:]
-        result[name] = ((p[:n] + mirrored) / 2).contiguous()
-    return result
-
-
-def average_outputs(
-    outputs: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]
-) -> dict[str, torch.Tensor]:
-    """The ensemble's weighted average of its members' probabilities, output by output: a member
-    without an output (a classifier has no ``mask``) is left out of that output's average."""
-    result: dict[str, torch.Tensor] = {}
-    for name in ("mask", "salt"):
-        parts = [(w, out[name]) for w, out in zip(weights, outputs, strict=True) if name in out]
-        if not parts:
-            continue
-        acc = parts[0][0] * parts[0][1]
-        for w, value in parts[1:]:
-            acc = acc + w * value
-        result[name] = acc / sum(w for w, _ in parts)
-    return result
 
 
 def installed(backend: str) -> bool:
@@ -175,9 +125,6 @@ def ensemble_graph(
     Outputs are the averages the ensemble predictor computes: a member without a mask head is left out
     of the mask average, one without a salt head out of the salt average.
     """
-    from saltseg.inference.export import EnsembleProbabilities, export_module
-    from saltseg.utils.io import atomic_path, atomic_write
-
     models = [m.eval() for m in models]
     found: set[str] = set()
     for m in models:

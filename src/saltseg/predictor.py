@@ -27,15 +27,14 @@ from saltseg.backends import (
     MemberRunner,
     TorchRunner,
     autocast_for,
-    average_outputs,
     candidates,
     check_precision,
     compare_outputs,
     ensemble_graph,
     member_graph,
-    predict_batch,
 )
 from saltseg.errors import CheckpointError, SaltsegError
+from saltseg.inference.tta import average_outputs, predict_batch
 
 __all__ = [
     "ArrayPrediction",

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from saltseg.errors import CheckpointError, SaltsegError
+from saltseg.inference.tta import average_outputs, predict_batch
 from saltseg.utils.io import atomic_path
 
 __all__ = ["EnsembleProbabilities", "ExportReport", "export_module", "export_onnx"]
@@ -67,8 +68,6 @@ class EnsembleProbabilities(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, 1, H, W) in [0, 1] -> the configured outputs, probabilities."""
-        from saltseg.backends import average_outputs, predict_batch
-
         outs = [predict_batch(m, x, hflip=self.hflip, batch_views=True) for m in self.members]
         average = average_outputs(outs, self.weights)
         return tuple(average[name] for name in self.outputs)

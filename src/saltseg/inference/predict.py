@@ -1,5 +1,6 @@
 """``saltseg predict``: stream tiles through an ensemble of models (folds, snapshots, runs), with flip
-TTA, bf16 + channels_last on CPU, and write compact probabilities and post-processed masks.
+TTA, bf16 (where the CPU has bf16 instructions) + channels_last on CPU, and write compact probabilities
+and post-processed masks.
 
 Prediction folder::
 

@@ -169,7 +169,8 @@ def predict_large(
         hflip: Average each window with its mirror image (flip TTA).
         weights: Ensemble weights (default: equal).
         floor: Blend weight at the window edge relative to its centre (see :func:`blend_window`).
-        autocast: bf16 autocast (fp16 on CUDA GPUs without bf16; ``saltseg.predictor.autocast_for``).
+        autocast: bf16 autocast where the device has bf16 (fp16 on CUDA GPUs without it, fp32 on CPUs
+            without it; ``saltseg.predictor.autocast_for``).
         channels_last: Convert the models (in place) and the windows to channels-last memory format
             (faster bf16 convolutions on CPU for most encoders).
         progress: Called with ``(windows done, windows total)`` after each batch.

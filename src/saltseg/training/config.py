@@ -164,7 +164,8 @@ class TrainConfig(_Strict):
         devices: Lightning devices (``auto``, a count, or a list).
         strategy: Lightning strategy (``auto``, ``ddp``, ``ddp_spawn``...), for several GPUs or nodes.
         num_nodes: Nodes of a multi-node run (torchrun, SLURM).
-        precision: ``auto`` = bf16-mixed (16-mixed on CUDA GPUs without bf16); or any Lightning precision.
+        precision: ``auto`` = bf16-mixed on CPUs with bf16 instructions (AMX / AVX-512 BF16) and on CUDA
+            (16-mixed on GPUs without bf16), 32-true on other CPUs; or any Lightning precision.
         channels_last: Channels-last memory format (faster convolutions on CPU and tensor cores).
         compile: torch.compile the model.
         val_tta: Validate with horizontal-flip TTA.

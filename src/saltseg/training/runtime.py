@@ -10,6 +10,7 @@ import warnings
 import torch
 
 from saltseg.training.config import ExperimentConfig
+from saltseg.utils.device import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,14 @@ def is_launcher_rank_zero() -> bool:
 
 
 def resolve_precision(cfg: ExperimentConfig) -> str:
-    """``auto`` precision: bf16-mixed on CPU, 16-mixed (or bf16) on CUDA."""
+    """``auto`` precision: bf16-mixed on CPUs with bf16 instructions (AMX / AVX-512 BF16), 32-true on
+    other CPUs (emulated bf16 is many times slower there), 16-mixed (or bf16) on CUDA."""
     p = cfg.train.precision
     if p != "auto":
         return p
     if cfg.train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def resolve_num_workers(cfg: ExperimentConfig) -> int:

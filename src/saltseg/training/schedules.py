@@ -23,9 +23,7 @@ def build_scheduler(
     """
     sched = torch.optim.lr_scheduler
     lr = optimizer.param_groups[0]["lr"]
-    total = max(total_steps, 1)
-    warm = round(cfg.warmup_epochs * steps_per_epoch)
-    span = max(total - warm, 1)
+    warm, span = _warmup_and_span(cfg, total_steps, steps_per_epoch)
     eta_min = min(cfg.min_lr, lr)
     if cfg.name == "noam":
         return sched.LambdaLR(optimizer, noam_multiplier(max(warm, 1)))
@@ -43,9 +41,9 @@ def build_scheduler(
         main = sched.CosineAnnealingLR(optimizer, T_max=span, eta_min=eta_min)
     elif cfg.name == "cosine_restarts":
         # cycles of whole steps; the last one may be shorter, so no restart falls on the stage's end
-        main = sched.CosineAnnealingWarmRestarts(optimizer, T_0=math.ceil(span / cfg.cycles), eta_min=eta_min)
+        main = sched.CosineAnnealingWarmRestarts(optimizer, T_0=int(_cycle_steps(cfg, span)), eta_min=eta_min)
     elif cfg.name == "cyclic":
-        half = span / (2 * cfg.cycles)
+        half = _cycle_steps(cfg, span) / 2
         main = sched.CyclicLR(
             optimizer,
             base_lr=eta_min,
@@ -72,10 +70,30 @@ def noam_multiplier(warmup_steps: int) -> Callable[[int], float]:
     return multiplier
 
 
-def cycle_of_epoch(cfg: ScheduleConfig, epoch: int, epochs: int) -> int:
-    """Index of the LR cycle that epoch ``epoch`` (0-based) of a stage of ``epochs`` belongs to."""
-    cycles = cfg.cycles if cfg.name in ("cosine_restarts", "cyclic") else 1
-    return min(epoch * cycles // max(epochs, 1), cycles - 1)
+def _warmup_and_span(cfg: ScheduleConfig, total_steps: int, steps_per_epoch: float) -> tuple[int, int]:
+    """Steps of the warm-up ramp and of the main schedule after it."""
+    warm = round(cfg.warmup_epochs * steps_per_epoch)
+    return warm, max(max(total_steps, 1) - warm, 1)
+
+
+def _cycle_steps(cfg: ScheduleConfig, span: int) -> float:
+    """Steps in one cycle of a cyclic schedule whose main part lasts ``span`` steps: whole steps for
+    ``cosine_restarts`` (the last cycle may be shorter, so no restart falls on the stage's end)."""
+    if cfg.name == "cosine_restarts":
+        return math.ceil(span / cfg.cycles)
+    return span / cfg.cycles
+
+
+def cycle_of_epoch(cfg: ScheduleConfig, epoch: int, epochs: int, steps_per_epoch: float = 1.0) -> int:
+    """Index of the LR cycle of :func:`build_scheduler`'s schedule that epoch ``epoch`` (0-based) of a
+    stage of ``epochs`` ends in: the cycle of its last optimiser step (the warm-up counts to cycle 0)."""
+    if cfg.name not in ("cosine_restarts", "cyclic") or cfg.cycles == 1:
+        return 0
+    warm, span = _warmup_and_span(cfg, round(epochs * steps_per_epoch), steps_per_epoch)
+    last_step = round((epoch + 1) * steps_per_epoch) - 1
+    if last_step < warm:
+        return 0
+    return min(int((last_step - warm) // _cycle_steps(cfg, span)), cfg.cycles - 1)
 
 
 def build_optimizer(cfg: OptimizerConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:

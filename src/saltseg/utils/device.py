@@ -1,6 +1,9 @@
-"""Where inference runs: ``auto`` (the first CUDA GPU when there is one, else the CPU) or a torch device."""
+"""Where inference runs: ``auto`` (the first CUDA GPU when there is one, else the CPU) or a torch device;
+and whether this CPU computes bf16 in hardware, which decides ``auto`` precision on the CPU."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -20,3 +23,12 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     except (RuntimeError, AssertionError) as exc:  # unknown name, or torch without CUDA
         raise SaltsegError(f"--device {name}: {str(exc).strip().splitlines()[0]}") from None
     return device
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AMX tiles or AVX-512 BF16), so that bf16 autocast is the
+    fast path. Without them oneDNN emulates bf16: on a 2-core AVX2 AMD EPYC a bf16 convolution took 15x
+    as long as fp32 and a bf16 matmul 400x (BENCHMARKS.md, "Precision on CPUs without bf16")."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
