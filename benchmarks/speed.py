@@ -1,5 +1,6 @@
-"""Speed benchmark, in one run: training and inference images/s of saltseg's default path (bf16 autocast +
-channels_last, the CPU default config's model) against the plain fp32 eager loop on the same architecture
+"""Speed benchmark, in one run: training and inference images/s of saltseg's default path (channels_last,
+with bf16 autocast where the device has bf16: ``autocast_for``, the rule training and prediction follow;
+the CPU default config's model) against the plain fp32 eager loop on the same architecture
 and batch (smp's U-Net for an smp config, saltseg's own model otherwise), reported as ratios; optionally
 the wall time and peak memory of a full 18000-tile submission with flip TTA (``saltseg predict`` in a
 subprocess). ``--device`` (default: the GPU when there is one) runs both sides on that device.
@@ -25,6 +26,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
+from saltseg.backends import autocast_for
 from saltseg.models import create_model
 from saltseg.training.config import load_config
 from saltseg.utils.device import resolve_device
@@ -63,7 +65,7 @@ def train_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, devic
         if i == 2:
             sync(device)
             t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+        with autocast_for(device, enabled=fast):
             out = model(x)["mask"]
         loss = F.binary_cross_entropy_with_logits(out.float(), y)
         opt.zero_grad(set_to_none=True)
@@ -89,7 +91,7 @@ def infer_rate(
         if i == 2:
             sync(device)
             t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+        with autocast_for(device, enabled=fast):
             model(x)
     sync(device)
     return batch * steps / (time.perf_counter() - t0)
