@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,29 @@ def test_budget_fit_reads_tiles_from_disk_with_the_cache_off(pipe_data: tuple[Pa
     idx = np.array([3, 0, 7])
     for lazy, kept in zip(tiles.arrays(idx), cached.arrays(idx), strict=True):
         assert (lazy == kept).all()
+
+
+def test_budget_that_fits_few_of_the_configs_epochs_warns(
+    pipe_data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow machine (measured here: an AVX2 CPU fit 5 of cpu_pipeline's 40 epochs) is said at once."""
+    import saltseg.pipeline as pipeline
+    import saltseg.training.budget as budget
+    from saltseg.training.data import LabelledTiles
+
+    data, cfg_path = pipe_data
+    cfg = load_config(cfg_path, ["stages.0.epochs=30", "stages.1.epochs=10"])
+    tiles = LabelledTiles.load(data)
+    slow = budget.BudgetFit([1.0, 1.0], 0.0, [60.0, 60.0], [30, 10], 0.001)
+    monkeypatch.setattr(budget, "measure_epoch_seconds", lambda *a, **k: slow)
+    with caplog.at_level(logging.WARNING, logger="saltseg.pipeline"):
+        fitted, plan = pipeline._fit_budget(cfg, data, 20.0, 1, 0, "best", tiles, 2)
+    assert sum(plan.epochs) < 20 and [s.epochs for s in fitted.stages] == plan.epochs
+    assert "fits 8 of the config's 40 epochs per fold" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="saltseg.pipeline"):
+        pipeline._fit_budget(cfg, data, 100.0, 1, 0, "best", tiles, 2)
+    assert "epochs per fold" not in caplog.text  # 40 minutes per fold fit the schedule
 
 
 def test_pipeline_budget_too_small_is_one_clear_error(

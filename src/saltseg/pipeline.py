@@ -9,6 +9,7 @@ Every step writes into the run folder, and ``resume=True`` continues a killed pi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,8 @@ from saltseg.training.config import (
 )
 from saltseg.training.data import LabelledTiles
 from saltseg.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 #: Minutes kept back from a budget for each fold's OOF prediction and for tuning and the report.
 RESERVE_PER_FOLD = 0.4
@@ -83,6 +86,17 @@ def _fit_budget(
             "or fewer folds (data.folds=...)"
         )
     fitted, fit = fit_epochs_to_budget(cfg, tiles, per_fold, n - n_val, n_val, measured)
+    planned = sum(s.epochs for s in cfg.stages)
+    if sum(fit.epochs) < planned / 2:  # a slow machine: say so now, not after the run's low score
+        log.warning(
+            "the %g-minute budget fits %d of the config's %d epochs per fold on this machine "
+            "(%s s per epoch); expect a lower score than the full schedule's: give more --minutes or "
+            "fewer folds (data.folds=...)",
+            minutes,
+            sum(fit.epochs),
+            planned,
+            "/".join(f"{e:.0f}" for e in fit.epoch_s),
+        )
     return fitted, PipelineBudget(
         minutes=minutes,
         test_prediction_minutes_estimate=round(predict_min, 2),
