@@ -51,7 +51,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, device: torch.device) -> float:
+def train_rate(
+    model: torch.nn.Module, fast: bool, batch: int, steps: int, device: torch.device, compile: bool = False
+) -> float:
     x = torch.rand(batch, 1, 101, 101, device=device)
     y = (torch.rand(batch, 1, 101, 101, device=device) > 0.5).float()
     model = model.to(device)
@@ -59,6 +61,8 @@ def train_rate(model: torch.nn.Module, fast: bool, batch: int, steps: int, devic
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
+    if compile:
+        model = torch.compile(model)  # what train.compile does; its first steps compile
     model.train()
     t0 = 0.0
     for i in range(steps + 2):
@@ -160,7 +164,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:1...")
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile inference")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (training, inference)")
     ap.add_argument("--submission", nargs="*", help="MODEL(s) for the 18000-tile submission timing")
     ap.add_argument("--data", type=Path, default=Path("../shared/data/tgs-salt"))
     ap.add_argument(
@@ -193,6 +197,9 @@ def main() -> None:
     res["infer_ref_fp32"] = infer_rate(ref, False, args.batch * 2, args.steps, device)
     res["infer_saltseg"] = infer_rate(ours, True, args.batch * 2, args.steps, device)
     if args.compile:
+        res["train_saltseg_compiled"] = train_rate(
+            create_model(cfg.model), True, args.batch, args.steps, device, compile=True
+        )
         res["infer_saltseg_compiled"] = infer_rate(
             create_model(cfg.model), True, args.batch * 2, args.steps, device, compile=True
         )

@@ -531,3 +531,19 @@ def test_damaged_resume_files_are_one_error_naming_the_file(
     assert len(err) == 1 and str(state) in err[0] and "damaged" in err[0], err
     state.unlink()  # without state the fold starts again from its first stage, and finishes
     assert train(path, data_dir, run, "--resume") == 0
+
+
+def test_train_compile_compiles_the_model_in_place() -> None:
+    """``train.compile: true`` was read by nothing; now the model is compiled in place, so its weights
+    keep their names (checkpoints of compiled and plain runs load alike)."""
+    from saltseg.models import create_model
+    from saltseg.training.config import parse_config
+    from saltseg.training.module import SaltModule
+
+    plain_cfg = parse_config(tiny_config())
+    compiled_cfg = parse_config(tiny_config(train={"compile": True}))
+    plain = SaltModule(create_model(plain_cfg.model), plain_cfg)
+    compiled = SaltModule(create_model(compiled_cfg.model), compiled_cfg)
+    assert getattr(plain.model, "_compiled_call_impl", None) is None
+    assert compiled.model._compiled_call_impl is not None
+    assert list(compiled.state_dict()) == list(plain.state_dict())

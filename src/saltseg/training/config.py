@@ -167,7 +167,7 @@ class TrainConfig(_Strict):
         precision: ``auto`` = bf16-mixed on CPUs with bf16 instructions (AMX / AVX-512 BF16) and on CUDA
             (16-mixed on GPUs without bf16), 32-true on other CPUs; or any Lightning precision.
         channels_last: Channels-last memory format (faster convolutions on CPU and tensor cores).
-        compile: torch.compile the model.
+        compile: torch.compile the model for training (``nn.Module.compile``: the first steps compile).
         val_tta: Validate with horizontal-flip TTA.
         init_from: Start every fold from a whole saltseg model instead of random weights (the 1st place's
             "pretrain once on pseudo-labels, then fine-tune every fold"): a ``.safetensors`` checkpoint,

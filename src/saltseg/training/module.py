@@ -21,6 +21,8 @@ class SaltModule(L.LightningModule):
 
     def __init__(self, model: torch.nn.Module, cfg: ExperimentConfig, stage_index: int = 0) -> None:
         super().__init__()
+        if cfg.train.compile:
+            model.compile()  # in place: its state_dict keys and saved weights stay those of the model
         self.model = model
         self.cfg = cfg
         self.set_stage(stage_index)
