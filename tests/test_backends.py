@@ -28,9 +28,23 @@ GRAPH_BACKENDS = [b for b in ("onnxruntime", "openvino") if installed(b)]
 ATOL = {"onnxruntime": 1e-4, "openvino": TOLERANCE["max"]}
 
 
+@pytest.fixture(scope="module")
+def _module_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _graph_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test of this module exports into its own cache, never into ~/.cache."""
+def _shared_graph_cache(_module_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test of this module exports into the module's cache, never into ~/.cache: a model is
+    exported once for all the tests that predict with it (each export takes seconds)."""
+    monkeypatch.setenv("SALTSEG_CACHE", str(_module_cache))
+
+
+@pytest.fixture
+def _graph_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _shared_graph_cache: None
+) -> Path:
+    """An empty cache of the test's own, for the tests that count exports, quantisations or files."""
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("SALTSEG_CACHE", str(path))
     return path / "graphs"
@@ -89,7 +103,7 @@ def test_graph_backend_matches_torch_fp32(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", GRAPH_BACKENDS)
-def test_fused_members_give_the_unfused_answer_in_one_graph(backend: str, _graph_cache: Path) -> None:
+def test_fused_members_give_the_unfused_answer_in_one_graph(backend: str, _module_cache: Path) -> None:
     models = [salt_model(0), salt_model(1), salt_model(2)]
     images = tiles()
     weights = [0.5, 0.3, 0.2]
@@ -98,7 +112,9 @@ def test_fused_members_give_the_unfused_answer_in_one_graph(backend: str, _graph
     ref = EnsemblePredictor(models, weights=weights, backend="torch", autocast=False)
     got, want = fused.predict_tiles(images, batch_size=5), ref.predict_tiles(images, batch_size=5)
     assert fused.check is not None and fused.check.passed and fused.backend == backend
-    assert len(fused._graphs[(101, 101)]) == 1 and len(list(_graph_cache.glob("ens*.onnx"))) == 1
+    assert (
+        len(fused._graphs[(101, 101)]) == 1 and len(list((_module_cache / "graphs").glob("ens*.onnx"))) == 1
+    )  # one graph, for either backend
     np.testing.assert_allclose(got.probs, want.probs, atol=ATOL[backend])
     np.testing.assert_allclose(got.salt, want.salt, atol=ATOL[backend])
     np.testing.assert_allclose(got.probs, apart.predict_tiles(images, batch_size=5).probs, atol=ATOL[backend])
@@ -257,7 +273,9 @@ def test_int8_never_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None
         ens.predict_array(tiles(4))
 
 
-def test_predict_calibrates_int8_on_more_than_one_batch(tmp_path: Path, monkeypatch) -> None:
+def test_predict_calibrates_int8_on_more_than_one_batch(
+    tmp_path: Path, monkeypatch, _graph_cache: Path
+) -> None:
     """``predict --precision int8 --batch-size 4``: the graph is calibrated on up to 256 tiles."""
     data = write_kaggle_layout(tmp_path / "data", n_train=4, n_test=10, seed=1)
     ckpt = save_weights(salt_model(), tmp_path / "m.safetensors")
