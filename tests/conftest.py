@@ -26,28 +26,8 @@ def real_data_dir() -> Path | None:
     return path.resolve() if (path / "train" / "images").is_dir() else None
 
 
-#: The slowest files (``pytest --durations`` on the 2-core machine, 2026-12-03), slowest first: collected
-#: ahead of the rest, so that ``make test``'s two workers (``--dist loadfile`` hands out whole files in
-#: collection order) start with them and finish together instead of one waiting on a late heavy file.
-SLOW_FILES_FIRST = (
-    "test_backends.py",
-    "test_pipeline.py",
-    "test_readme.py",
-    "test_resume_ddp.py",
-    "test_distribution.py",
-    "test_recipes.py",
-    "test_recipe_command.py",
-    "test_inference.py",
-    "test_survey.py",
-    "test_training.py",
-)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Collect the slowest files first (the rest keep their order); skip every ``@pytest.mark.realdata``
-    test, with a reason, where the real data is absent."""
-    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    """Skip every ``@pytest.mark.realdata`` test, with a reason, where the real data is absent."""
     if real_data_dir() is not None:
         return
     skip = pytest.mark.skip(reason=REAL_DATA_REASON)
