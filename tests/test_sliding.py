@@ -13,11 +13,11 @@ from torch import nn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from saltseg.artifacts import resolve_models
 from saltseg.checkpoints import save_weights
 from saltseg.data.synth import generate_tiles
 from saltseg.errors import CheckpointError, DataError
 from saltseg.inference.sliding import (
-    _resolve_checkpoints,
     blend_window,
     load_ensemble,
     predict_large,
@@ -143,6 +143,10 @@ def test_bad_images_are_clear_errors(model) -> None:
         predict_large(model, np.zeros((2, 3, 4), np.uint8))
     with pytest.raises(DataError, match="NaN"):
         predict_large(model, np.full((5, 5), np.nan, np.float32))
+
+
+def _resolve_checkpoints(paths: list[Path]) -> list[tuple[Path, float]]:
+    return [(m.path, m.weight) for m in resolve_models(paths)]
 
 
 def test_resolve_checkpoints(tmp_path: Path, model) -> None:

@@ -230,12 +230,12 @@ def export_onnx(
         CheckpointError: If a checkpoint is missing or corrupt.
         SaltsegError: If the export fails or does not match torch.
     """
+    from saltseg.artifacts import resolve_models
     from saltseg.checkpoints import load_model
-    from saltseg.inference.sliding import _resolve_checkpoints
 
     if size < 1:
         raise SaltsegError(f"size must be positive, got {size}")
-    pairs = _resolve_checkpoints(model_paths)
+    pairs = [(m.path, m.weight) for m in resolve_models(list(model_paths))]
     members = [load_model(p) for p, _ in pairs]
     outputs = _probe_outputs(members, size)
     if not outputs:

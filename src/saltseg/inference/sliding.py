@@ -42,25 +42,16 @@ __all__ = [
 # --------------------------------------------------------------------------- model arguments
 
 
-def _resolve_checkpoints(paths: Sequence[str | Path]) -> list[tuple[Path, float]]:
-    """Expand MODEL arguments into ``(checkpoint, weight)`` pairs whose weights sum to 1
-    (the same rules as ``saltseg predict``: see :func:`saltseg.artifacts.resolve_models`)."""
-    from saltseg.artifacts import resolve_models
-
-    if not paths:
-        raise CheckpointError("no model given")
-    return [(m.path, m.weight) for m in resolve_models(list(paths))]
-
-
 def load_ensemble(
     paths: Sequence[str | Path], map_location: str = "cpu"
 ) -> tuple[list[torch.nn.Module], list[float]]:
     """Load every model named by ``paths`` (checkpoints, fold, run or ensemble folders) in eval mode,
     with ensemble weights summing to 1."""
+    from saltseg.artifacts import resolve_models
     from saltseg.checkpoints import load_model
 
-    pairs = _resolve_checkpoints(paths)
-    return [load_model(p, map_location=map_location) for p, _ in pairs], [w for _, w in pairs]
+    members = resolve_models(list(paths))
+    return [load_model(m.path, map_location=map_location) for m in members], [m.weight for m in members]
 
 
 # --------------------------------------------------------------------------- windows
