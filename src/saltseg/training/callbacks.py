@@ -170,7 +170,7 @@ class SnapshotKeeper(L.Callback):
             if trainer.is_global_zero:
                 save_weights(model, self.fold_dir / names.BEST_FILE, **info)
         if self.stage.snapshots:
-            per_epoch = float(trainer.estimated_stepping_batches) / max(self.stage.epochs, 1)
+            _, per_epoch = pl_module.stage_steps()  # type: ignore[attr-defined]
             cycle = cycle_of_epoch(self.stage.schedule, epoch, self.stage.epochs, per_epoch)
             if score > self.cycle_best.get(cycle, -math.inf):
                 self.cycle_best[cycle] = score

@@ -39,6 +39,11 @@ class SaltModule(L.LightningModule):
         self.stage_index = index
         self.loss_fn = create_loss(self.cfg.stages[index].loss)
 
+    def stage_steps(self) -> tuple[int, float]:
+        """Optimiser steps of the current stage, in all and per epoch: what its LR schedule is built on."""
+        total = int(self.trainer.estimated_stepping_batches)
+        return total, total / max(self.stage.epochs, 1)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(x)
 
@@ -86,7 +91,5 @@ class SaltModule(L.LightningModule):
                 "optimizer": opt,
                 "lr_scheduler": {"scheduler": sched, "monitor": "val_score", "interval": "epoch"},
             }
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = total / max(stage.epochs, 1)
-        sched = build_scheduler(stage.schedule, opt, total, per_epoch)
+        sched = build_scheduler(stage.schedule, opt, *self.stage_steps())
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

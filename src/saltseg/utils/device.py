@@ -29,6 +29,6 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 instructions (AMX tiles or AVX-512 BF16), so that bf16 autocast is the
     fast path. Without them oneDNN emulates bf16: on a 2-core AVX2 AMD EPYC a bf16 convolution took 15x
-    as long as fp32 and a bf16 matmul 400x (BENCHMARKS.md, "Precision on CPUs without bf16")."""
+    as long as fp32 and a bf16 matmul 400x (BENCHMARKS.md, "CPUs without bf16 instructions")."""
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
