@@ -397,7 +397,7 @@ def test_a_batch_larger_than_the_fold_is_an_error_not_an_untrained_model(
     cfg = write_config(tmp_path, "big", tiny_config(train={"batch_size": 100000}))
     assert train(cfg, data_dir, tmp_path / "run") == 2
     err = capsys.readouterr().err
-    assert "train.batch_size 100000 is larger than fold 0's 48 training tiles" in err
+    assert "train.batch_size 100000 is larger than the 48 training tiles of fold 0" in err
     assert not list((tmp_path / "run").rglob("*.safetensors"))
     # issue 12: `saltseg runs` listed such a run as "running"
     from saltseg.diagnostics.runs import open_run

@@ -22,6 +22,7 @@ _API = (
     "load_config",
     "predict",
     "predict_arrays",
+    "refit",
     "run_pipeline",
     "run_recipe",
     "train",

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from saltseg.artifacts import EnsembleSummary, PostprocessConfig, PredictionMeta, RunSummary, resolve_models
+from saltseg.artifacts import (
+    EnsembleSummary,
+    PostprocessConfig,
+    PredictionMeta,
+    RefitSummary,
+    RunSummary,
+    resolve_models,
+)
 from saltseg.artifacts.records import PipelineSummary, RecipeSummary
 from saltseg.backends import BackendName
 from saltseg.errors import DataError
@@ -40,6 +47,7 @@ __all__ = [
     "load_config",
     "predict",
     "predict_arrays",
+    "refit",
     "run_pipeline",
     "run_recipe",
     "train",
@@ -69,6 +77,16 @@ def train(
 def tune(run: str | Path) -> PostprocessConfig:
     """``saltseg tune``: tune the post-processing on a run's out-of-fold predictions (saved in the run)."""
     return tune_run(run)[0]
+
+
+def refit(
+    run: str | Path, out: str | Path, data: str | Path | None = None, resume: bool = False
+) -> RefitSummary:
+    """``saltseg refit``: train a cross-validated run's config on every labelled tile into ``out`` (one
+    model, the run's epochs and tuned post-processing; ``predict(out, ...)`` uses it)."""
+    from saltseg.training.refit import refit_run
+
+    return refit_run(run, out, data, resume=resume, progress=False)
 
 
 def predict(
@@ -103,8 +121,9 @@ def export(models: list[str | Path] | str | Path, out_file: str | Path, **kwargs
 def run_pipeline(
     cfg: ExperimentConfig | str | Path, data: str | Path, out: str | Path, **kwargs: object
 ) -> PipelineSummary:
-    """``saltseg pipeline``: every fold, OOF tuning, the report, pseudo-label rounds and the student
-    (``pseudo_rounds``, ``distill``), the submission (``test_images``), within ``minutes``."""
+    """``saltseg pipeline``: every fold, OOF tuning, the report, pseudo-label rounds, the student and the
+    refit (``pseudo_rounds``, ``distill``, ``refit``), the submission (``test_images``), within
+    ``minutes``."""
     from saltseg.pipeline import run_pipeline as _run
 
     return _run(_config(cfg), data, out, **kwargs)  # type: ignore[arg-type]

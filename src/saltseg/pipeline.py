@@ -67,8 +67,12 @@ def _fit_budget(
     test_members: str,
     tiles: LabelledTiles,
     n_folds: int,
+    refit: bool = False,
 ) -> tuple[ExperimentConfig, PipelineBudget]:
-    """Fit each fold's epochs to its share of ``minutes``, after the test predictions' estimated time."""
+    """Fit each fold's epochs to its share of ``minutes``, after the test predictions' estimated time.
+
+    A ``refit`` on every tile counts as ``n / (n - n_val)`` folds (its epochs see that many more tiles)
+    and predicts the submission alone."""
     from saltseg.training.budget import fit_epochs_to_budget, measure_epoch_seconds
 
     n = len(tiles.ids)
@@ -76,9 +80,12 @@ def _fit_budget(
     measured = measure_epoch_seconds(cfg, tiles, n - n_val, n_val)
     members = n_folds * (1 if test_members == "best" else _members_per_fold(cfg))
     predict_s = measure_predict_seconds(cfg, tiles) if n_test else 0.0
-    # reading tiles, post-processing and RLE add about 15%
-    predict_min = rounds * n_test * members * predict_s * 1.15 / 60
-    per_fold = (minutes - predict_min - rounds * RESERVE_FIXED) / (rounds * n_folds) - RESERVE_PER_FOLD
+    # every round but the last predicts the test tiles for the next one's labels, the last (or its
+    # refit model) the submission; reading tiles, post-processing and RLE add about 15%
+    predictions = (rounds - 1) * members + (1 if refit else members)
+    predict_min = n_test * predictions * predict_s * 1.15 / 60
+    trainings = rounds * n_folds + (n / (n - n_val) if refit else 0.0)
+    per_fold = (minutes - predict_min - rounds * RESERVE_FIXED) / trainings - RESERVE_PER_FOLD
     if per_fold < 0.5:
         raise DataError(
             f"a {minutes}-minute budget leaves {per_fold:.2f} min per fold for {n_folds} folds "
@@ -192,6 +199,7 @@ def run_pipeline(
     pseudo_confidence: float | None = None,
     calibrate: bool | None = None,
     distill: bool | None = None,
+    refit: bool | None = None,
     resume: bool = False,
     progress: bool = True,
     predict_batch_size: int = 128,
@@ -201,7 +209,7 @@ def run_pipeline(
 ) -> PipelineSummary:
     """Run the pipeline into ``out``; returns (and writes to ``out/pipeline.json``) what each step gave.
 
-    ``minutes``, ``pseudo_rounds``, ``pseudo_confidence``, ``calibrate``, ``distill`` and
+    ``minutes``, ``pseudo_rounds``, ``pseudo_confidence``, ``calibrate``, ``distill``, ``refit`` and
     ``test_members`` default to the config's ``pipeline`` section; an argument given overrides it.
 
     ``minutes`` budgets everything: the test predictions' time is estimated from a timed pass and kept
@@ -217,6 +225,10 @@ def run_pipeline(
     fold ensemble did; its fold-0 score is recorded beside the teacher's. The submission stays the best
     round's (``saltseg predict OUT/student`` uses the student).
 
+    ``refit`` then trains the final round's config on every labelled tile into ``OUT/refit``
+    (:func:`saltseg.training.refit.refit_run`); the submission is that one model's, with the round's tuned
+    post-processing (``saltseg predict OUT/round<k>`` still predicts with the fold ensemble).
+
     ``folds`` trains only those folds (default every fold; the OOF score then covers their validation
     tiles). ``test_split`` picks the tiles of ``test_images`` to predict: ``test`` (a Kaggle test split or
     a folder of tiles) or ``train`` (labelled tiles held out elsewhere, as the demo scores them).
@@ -230,12 +242,14 @@ def run_pipeline(
         "pseudo_confidence": pseudo_confidence,
         "calibrate": calibrate,
         "distill": distill,
+        "refit": refit,
         "test_members": test_members,
     }
     plan = _pipeline_plan(cfg, {k: v for k, v in given.items() if v is not None})
     cfg = cfg.model_copy(update={"pipeline": plan})
     minutes, pseudo_rounds, pseudo_confidence = plan.minutes, plan.pseudo_rounds, plan.pseudo_confidence
     calibrate, distill, test_members = plan.calibrate, plan.distill, plan.test_members
+    refit = plan.refit
     if (pseudo_rounds or distill) and test_images is None:
         raise DataError("a pseudo-label round needs unlabelled tiles: give the test images too")
     best_only = test_members == "best"
@@ -266,7 +280,7 @@ def run_pipeline(
             rounds = 1 + pseudo_rounds + int(distill)
             n_folds = len(folds) if folds else cfg.data.folds
             cfg, state.budget = _fit_budget(
-                cfg, data_dir, minutes, rounds, n_test, test_members, tiles(), n_folds
+                cfg, data_dir, minutes, rounds, n_test, test_members, tiles(), n_folds, refit
             )
         with atomic_write(cfg_file) as f:
             f.write(dump_config(cfg))
@@ -331,18 +345,24 @@ def run_pipeline(
             best_only,
             tiles(),
         )
+    final_model = out / names.REFIT_DIR if refit else final_run  # the submission's model
+    if refit and state.refit is None:
+        from saltseg.training.refit import refit_run
+
+        state.refit = refit_run(final_run, final_model, data_dir, tiles(), resume, progress)
+        save()
     if test_images is not None:
         csv_path = out / names.SUBMISSION_FILE
         if state.submission is None or not csv_path.exists():
             pred = PredictionDir(final_run / "test_pred")
-            if best in state.test_predictions:
+            if not refit and best in state.test_predictions:
                 # the best round already predicted every test tile (for the next round's pseudo-labels)
                 with atomic_write(csv_path) as f:
                     f.write(pred.masks_file.read_text())
                 meta = pred.read_meta()
             else:
                 meta = predict_folder(
-                    [final_run],
+                    [final_model],
                     test_images,
                     out / "test_pred",
                     csv_path=csv_path,

@@ -31,6 +31,7 @@ from saltseg.artifacts.records import (
     ModelWeight,
     PredictionMeta,
     PseudoSummary,
+    RefitSummary,
     RunSummary,
     read_record,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "PredictionDir",
     "PredictionMeta",
     "PseudoSummary",
+    "RefitSummary",
     "RunDir",
     "RunSummary",
     "decode_probs",

@@ -16,6 +16,10 @@ Run folder (``saltseg train``)::
 Ensemble folder (``saltseg ensemble``): ``ensemble.json`` (members and weights), ``summary.json``,
 ``oof.npz``, ``data.json`` and, once tuned, ``postprocess.json``.
 
+Refit folder (``saltseg refit``, ``OUT/refit`` of a pipeline): one fold folder trained on every tile
+(``state.json``, ``stage{i}/``, ``summary.json``, ``logs/``) plus ``refit.json``, ``data.json`` and the
+run's ``postprocess.json``.
+
 Prediction folder (``saltseg predict``): ``masks.csv`` (submission format), ``meta.json``,
 ``probs/chunk-*.npz``.
 """
@@ -48,6 +52,8 @@ STUDY_FILE = "study.db"
 SEARCH_FILE = "search.json"
 TRIAL_FILE = "trial.json"
 SUBMISSION_FILE = "submission.csv"
+REFIT_FILE = "refit.json"
+REFIT_DIR = "refit"
 
 
 def stage_dir_name(stage: int) -> str:

@@ -95,6 +95,17 @@ class FoldSummary(Record):
         return max(self.members, key=lambda m: self.member_scores.get(Path(m).name, -1.0))
 
 
+class RefitSummary(Record):
+    """A model refit on every labelled tile (``saltseg refit``; ``OUT/refit/refit.json``): the
+    cross-validated run it follows, the best epoch of each of that run's folds, and its own training."""
+
+    source: str
+    n_tiles: int
+    cv_best_epochs: list[int] = []
+    cv_oof_score: float | None = None
+    training: FoldSummary
+
+
 class RunSummary(Record):
     """A run's folds and its out-of-fold score at threshold 0.5 (``RUN/summary.json``)."""
 
@@ -289,8 +300,8 @@ _ROUND_KEY = re.compile(r"^(round|pseudo|test_round)(\d+)$")
 class PipelineSummary(StepState):
     """What ``saltseg pipeline`` did (``pipeline.json``): the budget, every round, the pseudo-label
     datasets between rounds (``pseudo[k]`` trained round ``k + 1``), the test predictions of the rounds
-    that made them, the distilled student and the submission. ``final_round`` is the round with the best
-    tuned OOF score, the one the submission comes from."""
+    that made them, the distilled student, the refit and the submission. ``final_round`` is the round with
+    the best tuned OOF score, the one the submission comes from (from its refit model, when refit)."""
 
     config: str
     data: str
@@ -300,6 +311,7 @@ class PipelineSummary(StepState):
     test_predictions: dict[int, TestPrediction] = {}
     distill_targets: TeacherLabels | None = None
     student: StudentSummary | None = None
+    refit: RefitSummary | None = None
     submission: SubmissionRecord | None = None
     final_round: int | None = None
 

@@ -1,12 +1,16 @@
-"""Training subcommands: ``train``, ``experiments``, ``lr-find``."""
+"""Training subcommands: ``train``, ``experiments``, ``lr-find``, ``pipeline``, ``refit``, ``search``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saltseg.cli import command
 from saltseg.errors import SaltsegError
+
+if TYPE_CHECKING:
+    from saltseg.artifacts import RefitSummary
 
 
 def _accept_overrides_anywhere(p: argparse.ArgumentParser) -> None:
@@ -190,6 +194,13 @@ def _pipeline(p: argparse.ArgumentParser):
         "best round's calibrated probabilities as soft targets",
     )
     p.add_argument(
+        "--refit",
+        action="store_true",
+        default=None,
+        help="then train the final round's config on every labelled tile (OUT/refit) and predict the "
+        "submission with that one model (default: the config's pipeline.refit)",
+    )
+    p.add_argument(
         "--no-calibrate",
         action="store_false",
         dest="calibrate",
@@ -222,6 +233,7 @@ def _pipeline(p: argparse.ArgumentParser):
             pseudo_confidence=args.confidence,
             calibrate=args.calibrate,
             distill=args.distill,
+            refit=args.refit,
             resume=args.resume,
             progress=not args.no_progress,
             test_members=args.test_members,
@@ -245,10 +257,43 @@ def _pipeline(p: argparse.ArgumentParser):
                 f"{_fmt(st.student_fold0_oof_thr05)} vs the teacher's fold-0 model "
                 f"{_fmt(st.teacher_fold0_oof_thr05)} -> {st.run}"
             )
+        if r.refit is not None:
+            print(_refit_line(r.refit))
         if r.submission is not None:
             s = r.submission
             print(f"submission: {s.csv} ({s.tiles} tiles, {s.members} models, {s.seconds} s)")
         print(f"out-of-fold score {r.oof_score:.4f} over {r.n_oof} tiles in {r.minutes} min -> {args.out}")
+        return 0
+
+    return run
+
+
+def _refit_line(r: RefitSummary) -> str:
+    t = r.training
+    return (
+        f"refit on all {r.n_tiles} labelled tiles: {t.status}, {t.epochs} of {t.planned_epochs} epochs in "
+        f"{t.minutes} min (the folds scored best at epochs {r.cv_best_epochs or '-'})"
+    )
+
+
+@command(
+    "refit",
+    "Train a cross-validated run's config on every labelled tile (no tile held out): one model for the "
+    "final prediction, with the run's epochs and tuned post-processing.",
+    "saltseg refit runs/r1 --out runs/r1_refit && saltseg predict runs/r1_refit --images TEST --out PRED",
+)
+def _refit(p: argparse.ArgumentParser):
+    p.add_argument("run", type=Path, help="run folder whose folds were trained (and tuned)")
+    p.add_argument("--out", type=Path, required=True, help="refit folder (one model)")
+    p.add_argument("--data", type=Path, help="dataset folder (default: the run's)")
+    p.add_argument("--resume", action="store_true", help="continue a killed refit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+    def run(args: argparse.Namespace) -> int:
+        from saltseg.training.refit import refit_run
+
+        r = refit_run(args.run, args.out, args.data, resume=args.resume, progress=not args.no_progress)
+        print(f"{_refit_line(r)} -> {args.out}")
         return 0
 
     return run

@@ -128,16 +128,26 @@ class EpochSeed(L.Callback):
 class SnapshotKeeper(L.Callback):
     """After each validation: save the fold's best model (``best.safetensors``), the best epoch of each
     LR cycle of a snapshot stage (``snapshots/s{stage}_c{cycle}.safetensors``), and the last ``swa_k``
-    epoch weights of the stage (``swa/epoch{e}.safetensors``) when SWA over last epochs is on."""
+    epoch weights of the stage (``swa/epoch{e}.safetensors``) when SWA over last epochs is on.
+
+    Without validation (``validated=False``, a refit on every tile) there is no best: after each
+    training epoch the last epoch of each cycle is the snapshot, and the SWA epochs are kept the same."""
 
     def __init__(
-        self, fold_dir: Path, stage_index: int, stage: StageConfig, best_score: float, swa_k: int = 0
+        self,
+        fold_dir: Path,
+        stage_index: int,
+        stage: StageConfig,
+        best_score: float,
+        swa_k: int = 0,
+        validated: bool = True,
     ) -> None:
         self.fold_dir, self.stage_index, self.stage = fold_dir, stage_index, stage
         self.best_score = best_score
         self.best_epoch: int | None = None
         self.cycle_best: dict[int, float] = {}
         self.swa_k = swa_k
+        self.validated = validated
 
     @property
     def state_key(self) -> str:
@@ -169,6 +179,18 @@ class SnapshotKeeper(L.Callback):
             self.best_score, self.best_epoch = score, epoch
             if trainer.is_global_zero:
                 save_weights(model, self.fold_dir / names.BEST_FILE, **info)
+        self._keep(trainer, pl_module, score, info)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.validated:
+            return
+        # no validation: the latest epoch of a cycle is its snapshot (its "score" is the epoch index)
+        epoch = trainer.current_epoch
+        self._keep(trainer, pl_module, float(epoch), {"stage": self.stage_index, "epoch": epoch})
+
+    def _keep(self, trainer: L.Trainer, pl_module: L.LightningModule, score: float, info: dict) -> None:
+        """The cycle's snapshot when ``score`` is its best so far, and the SWA epoch weights."""
+        epoch, model = trainer.current_epoch, pl_module.model  # type: ignore[attr-defined]
         if self.stage.snapshots:
             _, per_epoch = pl_module.stage_steps()  # type: ignore[attr-defined]
             cycle = cycle_of_epoch(self.stage.schedule, epoch, self.stage.epochs, per_epoch)

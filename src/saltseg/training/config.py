@@ -122,6 +122,8 @@ class PipelineConfig(_Strict):
         pseudo_confidence: Share of a tile's pixels that must lie below 0.2 or above 0.8.
         calibrate: Fit a temperature on the out-of-fold predictions before the confidence rule.
         distill: Then train one student on the labelled tiles plus every test tile (soft targets).
+        refit: Then train the final round's config on every labelled tile (no tile held out) and
+            predict the submission with that one model and the round's tuned post-processing.
         test_members: ``best``: the test tiles predicted with each fold's best model; ``all``: with
             every member (snapshots too).
     """
@@ -131,6 +133,7 @@ class PipelineConfig(_Strict):
     pseudo_confidence: float = Field(0.97, ge=0.0, le=1.0)
     calibrate: bool = True
     distill: bool = False
+    refit: bool = False
     test_members: Literal["best", "all"] = "best"
 
 

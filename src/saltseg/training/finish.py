@@ -88,7 +88,9 @@ def finish_fold(
     trained = sum(int(read_metadata(fd.stage_end(si))[1].get("epochs", 0)) for si in state.completed)
     oof_score: float | None = None
     member_scores: dict[str, float] = {}
-    if not failed:  # a diverged fold's weights hold NaN: nothing to predict with (and load_model refuses)
+    # a diverged fold's weights hold NaN: nothing to predict with (and load_model refuses); a refit has
+    # no held-out tiles to predict
+    if not failed and len(ids):
         oof_score, member_scores = predict_oof(cfg, tiles, val_idx, ids, fd, members)
     summary = FoldSummary(
         name=cfg.name,

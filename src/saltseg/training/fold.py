@@ -42,7 +42,9 @@ class TrainingFailed(SaltsegError):
     """A run stopped by a guard (NaN loss) or an error; the message says why."""
 
 
-def _fold_split(ids: list[str], folds: dict[str, int], fold: int) -> tuple[np.ndarray, np.ndarray]:
+def _fold_split(ids: list[str], folds: dict[str, int], fold: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if fold is None:  # a refit: every tile trains, none is held out
+        return np.arange(len(ids)), np.arange(0)
     f = np.array([folds[i] for i in ids])
     val = np.flatnonzero(f == fold)
     if val.size == 0:
@@ -65,9 +67,12 @@ def fold_assignment(cfg: ExperimentConfig, tiles: LabelledTiles) -> dict[str, in
 
 
 def prepare_fold_split(
-    cfg: ExperimentConfig, tiles: LabelledTiles, fold: int, folds: dict[str, int] | None = None
+    cfg: ExperimentConfig, tiles: LabelledTiles, fold: int | None, folds: dict[str, int] | None = None
 ) -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
-    """The fold's model (standardised with its training tiles' statistics) and train/validation indices."""
+    """The fold's model (standardised with its training tiles' statistics) and train/validation indices;
+    ``fold=None`` trains on every tile and validates on none (a refit)."""
+    if fold is None:
+        folds = {}
     train_idx, val_idx = _fold_split(
         tiles.ids, folds if folds is not None else fold_assignment(cfg, tiles), fold
     )
@@ -77,7 +82,7 @@ def prepare_fold_split(
         model_cfg = model_cfg.model_copy(update={"mean": mean, "std": std})
     model = create_model(model_cfg)
     if cfg.train.init_from:
-        init_from_checkpoint(model, init_checkpoint(cfg.train.init_from, fold))
+        init_from_checkpoint(model, init_checkpoint(cfg.train.init_from, -1 if fold is None else fold))
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, train_idx, val_idx
@@ -114,7 +119,7 @@ def train_fold(
     cfg: ExperimentConfig,
     tiles: LabelledTiles,
     folds: dict[str, int],
-    fold: int,
+    fold: int | None,
     fold_dir: Path,
     resume: bool = False,
     progress: bool = True,
@@ -123,6 +128,8 @@ def train_fold(
     """Train one fold through all stages; returns its summary (also written to ``summary.json``), or
     None in the extra processes of a multi-process run.
 
+    ``fold=None`` trains on every tile with no validation (a refit, see :mod:`saltseg.training.refit`):
+    no best epoch is chosen, the model is the end of the last stage (or its snapshots / SWA average).
     ``callbacks`` are added to every stage's Trainer (for example the search's pruning reporter).
     """
     fd = FoldDir(fold_dir)
@@ -144,8 +151,15 @@ def train_fold(
     n_train = len(train_idx)  # labelled tiles: every stage trains on them
     if n_train // cfg.train.batch_size == 0:  # the last partial batch is dropped: no step would run
         raise SaltsegError(
-            f"train.batch_size {cfg.train.batch_size} is larger than fold {fold}'s {n_train} training "
-            "tiles: no training step would run; give a smaller train.batch_size"
+            f"train.batch_size {cfg.train.batch_size} is larger than the {n_train} training tiles of "
+            f"{'the refit' if fold is None else f'fold {fold}'}: no training step would run; give a smaller "
+            "train.batch_size"
+        )
+    validate = val_idx.size > 0
+    if not validate and (cfg.train.early_stopping or any(s.schedule.name == "plateau" for s in cfg.stages)):
+        raise SaltsegError(
+            "training with no validation tiles (a refit) cannot use train.early_stopping or a 'plateau' "
+            "schedule: both follow the validation score; give a fixed schedule"
         )
     fold_dir.mkdir(parents=True, exist_ok=True)  # after the checks: `saltseg runs` shows no half-made fold
     module = SaltModule(model, cfg)
@@ -171,6 +185,7 @@ def train_fold(
             swa_k=cfg.swa.k
             if cfg.swa.enabled and cfg.swa.members == "last" and si == len(cfg.stages) - 1
             else 0,
+            validated=validate,
         )
         guard = TrainingGuard(cfg.train.stall_epochs, state.best)
         extra: list[L.Callback] = [keeper, guard, *(callbacks or [])]
@@ -184,7 +199,9 @@ def train_fold(
             max_seconds = (
                 max(budget - spent, 1) * stage.epochs / max(sum(s.epochs for s in cfg.stages[si:]), 1)
             )
-        trainer = build_trainer(cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress)
+        trainer = build_trainer(
+            cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress, validate=validate
+        )
         ckpt = fd.stage_checkpoint(si)
         if resume and ckpt.exists():
             _check_checkpoint(ckpt, stage)
@@ -230,7 +247,8 @@ def train_fold(
         swa_path = average_swa(cfg, fd, members, dm)
         if swa_path is not None:
             members = [swa_path] if cfg.swa.replace else [*members, swa_path]
-    summary = finish_fold(cfg, tiles, val_idx, fold, fd, members, state, total_epochs, guard_reason, failed)
+    index = -1 if fold is None else fold  # a refit's summary says fold -1
+    summary = finish_fold(cfg, tiles, val_idx, index, fd, members, state, total_epochs, guard_reason, failed)
     state.status, state.reason = summary.status, guard_reason
     fd.write_state(state)
     if failed:

@@ -52,14 +52,17 @@ def build_trainer(
     callbacks: list[L.Callback],
     max_seconds: float | None,
     progress: bool,
+    validate: bool = True,
 ) -> L.Trainer:
+    """The stage's Trainer; ``validate=False`` (a refit) runs no validation loop and checkpoints after
+    each training epoch instead of after each validation."""
     ckpt = ModelCheckpoint(
         dirpath=stage_dir,
         filename="last",
         save_last=False,
         save_top_k=1,
         every_n_epochs=1,
-        save_on_train_epoch_end=False,
+        save_on_train_epoch_end=not validate,
         enable_version_counter=False,
     )
     cbs = [ckpt, LearningRateMonitor(logging_interval="epoch"), EpochSeed(cfg.seed, stage_index), *callbacks]
@@ -69,7 +72,7 @@ def build_trainer(
         AppendingCSVLogger(FoldDir(fold_dir).logs_dir, name=f"stage{stage_index}"),
         TensorBoardLogger(FoldDir(fold_dir).logs_dir, name="tensorboard", version=f"stage{stage_index}"),
     ]
-    kwargs = {}
+    kwargs: dict[str, object] = {} if validate else {"limit_val_batches": 0}
     if max_seconds is not None:
         kwargs["max_time"] = {"seconds": max(int(max_seconds), 1)}
     log_every = cfg.train.log_every_n_steps
