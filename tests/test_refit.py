@@ -168,3 +168,35 @@ def test_budget_with_a_refit_keeps_time_for_one_more_larger_fold(tuned_run: tupl
     reserve = pipeline.RESERVE_PER_FOLD
     # 2 folds of 20 training tiles, and a refit on 40: 2 + 2 fold-sized trainings instead of 2
     assert refit.per_fold_minutes + reserve == pytest.approx((plain.per_fold_minutes + reserve) / 2, abs=0.01)
+
+
+def test_refit_killed_in_its_second_epoch_resumes_to_the_uninterrupted_weights(
+    tuned_run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Without validation the stage is checkpointed after each training epoch, so a refit resumes too."""
+    import lightning as L
+    import torch
+
+    from saltseg.checkpoints import load_model
+    from saltseg.training.config import load_config
+    from saltseg.training.data import LabelledTiles
+    from saltseg.training.fold import TrainingInterrupted, train_fold
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:  # type: ignore[no-untyped-def]
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    data, cfg_path, _ = tuned_run
+    cfg = load_config(cfg_path, ["train.limit_train_batches=2"])
+    tiles = LabelledTiles.load(data)
+    killed = tmp_path / "killed"
+    with pytest.raises(TrainingInterrupted):
+        train_fold(cfg, tiles, {}, None, killed, progress=False, callbacks=[CtrlC()])
+    assert torch.load(killed / "stage0" / "last.ckpt", weights_only=True)["epoch"] == 0  # the end of epoch 0
+    resumed = train_fold(cfg, tiles, {}, None, killed, resume=True, progress=False)
+    straight = train_fold(cfg, tiles, {}, None, tmp_path / "straight", progress=False)
+    assert resumed is not None and straight is not None and resumed.epochs == straight.epochs == 2
+    a = load_model(killed / "stage0" / "end.safetensors").state_dict()
+    b = load_model(tmp_path / "straight" / "stage0" / "end.safetensors").state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)

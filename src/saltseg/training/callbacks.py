@@ -123,6 +123,11 @@ class EpochSeed(L.Callback):
         torch.manual_seed(value)
         np.random.seed(value % 2**32)
         random.seed(value)
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        if trainer.fit_loop.is_resuming and fetcher is not None:
+            # resuming from a checkpoint of a training epoch's end (no validation: a refit), Lightning
+            # 2.6 keeps the batch it prefetched before this hook: draw the epoch from the reseeded RNGs
+            iter(fetcher)
 
 
 class SnapshotKeeper(L.Callback):
