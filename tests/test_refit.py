@@ -66,6 +66,11 @@ def test_refit_trains_every_tile_without_validation_and_predicts_with_the_runs_t
     import saltseg
 
     assert saltseg.refit(run, out, resume=True) == r  # the Python API reads the finished refit back
+    from saltseg.diagnostics.runs import list_runs
+
+    (row,) = [r for r in list_runs(tmp_path) if r["kind"] == "refit"]
+    assert row["run"] == "refit" and row["status"] == "done" and row["folds"] == "all tiles"
+    assert row["epochs"] == 2 and row["oof_score"] is None and row["note"] == f"refit of {run}"
     pred = tmp_path / "pred"
     assert main(["predict", str(out), "--images", str(data), "--out", str(pred)]) == 0
     meta = json.loads((pred / "meta.json").read_text())

@@ -131,6 +131,14 @@ class FoldDir:
         members = _summary_members(path)  # a fold's are paths, an ensemble's objects; a run has none
         return isinstance(members, list) and all(isinstance(m, str) for m in members)
 
+    @staticmethod
+    def is_refit(path: Path) -> bool:
+        """A fold folder trained on every tile (``saltseg refit``): its ``refit.json``, or while it trains
+        a ``state.json`` outside any run folder."""
+        if (path / names.REFIT_FILE).is_file():
+            return True
+        return (path / names.STATE_FILE).is_file() and not RunDir.looks_like(path.parent)
+
     def members(self, best_only: bool = False) -> list[Path]:
         """The fold's models (none for a fold that failed: its weights diverged); with ``best_only`` the
         member that scored best on the fold's validation tiles."""

@@ -28,6 +28,7 @@ from saltseg.artifacts import (
     FoldState,
     FoldSummary,
     OutOfFold,
+    RefitSummary,
     RunDir,
     RunSummary,
     names,
@@ -485,6 +486,36 @@ def _run_row(info: RunInfo, root: Path) -> dict:
     return row
 
 
+def _refit_row(path: Path, root: Path) -> dict:
+    """The row of a refit folder: trained on every tile, so no validation score."""
+    info = FoldInfo(
+        -1,
+        path,
+        _try_record(FoldSummary, path / names.SUMMARY_FILE),
+        _try_record(FoldState, path / names.STATE_FILE),
+    )
+    refit = _try_record(RefitSummary, path / names.REFIT_FILE)
+    updated = _last_update(path)
+    status = info.status
+    note = f"refit of {refit.source}" if refit is not None else ""
+    if status == "running":
+        note = f"last update {_ago(time.time() - updated)}"
+    return {
+        "run": str(path.relative_to(root)) if path.is_relative_to(root) else str(path),
+        "path": str(path.resolve()),
+        "name": (info.summary.name if info.summary else "") or path.name,
+        "kind": "refit",
+        "status": status,
+        "folds": "all tiles",
+        "epochs": info.summary.epochs if info.summary else None,
+        "minutes": info.minutes,
+        "oof_score": None,
+        "best_val": None,
+        "updated": updated,
+        "note": note,
+    }
+
+
 def _queue_rows(queue_file: Path) -> list[dict]:
     rows = _try_json(queue_file)
     if not isinstance(rows, list):
@@ -515,8 +546,11 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
     candidates = {p.parent for p in root.rglob(names.SUMMARY_FILE)} | {
         p.parent for p in root.rglob(names.CONFIG_FILE)
     }
+    candidates |= {p.parent for p in root.rglob(names.STATE_FILE)}
     for d in sorted(candidates):
         if not (is_run_dir(d) or is_ensemble_dir(d)):
+            if FoldDir.is_refit(d):
+                rows.append(_refit_row(d, root))
             continue
         try:
             info = open_run(d)
