@@ -1,7 +1,8 @@
 """The ``saltseg`` command line: one console script with a subcommand per pipeline stage.
 
-Every subcommand module registers itself in :data:`COMMANDS` with a parser builder and a handler;
-heavy libraries (torch, Lightning) are imported inside handlers so that ``saltseg --help`` is instant.
+Every subcommand module registers itself in :data:`saltseg.commands.registry.COMMANDS` with a parser
+builder and a handler; heavy libraries (torch, Lightning) are imported inside handlers so that
+``saltseg --help`` is instant.
 User errors (:class:`~saltseg.errors.SaltsegError`) print one ``error:`` line and exit with status 2.
 """
 
@@ -10,60 +11,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from saltseg import __version__
+from saltseg.commands.registry import COMMANDS
 from saltseg.errors import SaltsegError
-
-Handler = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[Callable[[argparse._SubParsersAction], argparse.ArgumentParser], Handler]] = {}
-
-
-def command(name: str, help_text: str, example: str) -> Callable:
-    """Register ``build(parser)`` as the argument builder and handler factory of subcommand ``name``."""
-
-    def deco(build: Callable[[argparse.ArgumentParser], Handler]) -> Callable:
-        def make(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-            p = sub.add_parser(
-                name,
-                help=help_text,
-                description=f"{help_text}\n\nexample:\n  {example}",
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-            )
-            p.set_defaults(_handler=build(p))
-            return p
-
-        COMMANDS[name] = (make, build)  # type: ignore[assignment]
-        return build
-
-    return deco
-
-
-def comma_floats(text: str) -> list[float]:
-    """``"0.3,0.7"`` -> ``[0.3, 0.7]`` (``ValueError`` for anything else): the CLI's weight lists."""
-    return [float(w) for w in text.split(",")]
-
-
-def add_backend_argument(p: argparse.ArgumentParser) -> None:
-    """``--backend`` and ``--precision`` of the commands that run models (checked by
-    :func:`saltseg.backends.candidates` and :func:`saltseg.backends.check_precision`)."""
-    p.add_argument(
-        "--backend",
-        default="auto",
-        help="inference backend: auto (the fastest installed one that passes its accuracy check on the "
-        "first tiles; torch on a GPU), torch, onnxruntime or openvino",
-    )
-    p.add_argument(
-        "--precision",
-        default="auto",
-        help="of the onnxruntime / openvino backends: auto (the backend's default: bf16 in OpenVINO where "
-        "the CPU has it), fp32, or int8 (the graph quantised, calibrated on the first tiles)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
-    from saltseg import commands  # noqa: F401  (registers the subcommands)
+    import saltseg.commands  # noqa: F401  (importing the package registers the subcommands)
 
     parser = argparse.ArgumentParser(
         prog="saltseg",
@@ -131,9 +88,5 @@ def disk_full_message(exc: BaseException, args: argparse.Namespace) -> str | Non
     return DiskFullError(path, free_bytes(where), where=output).message
 
 
-if __name__ == "__main__":
-    # ``python -m saltseg.cli``: run the imported module's main, whose COMMANDS registry the subcommand
-    # modules fill (they import ``saltseg.cli``, not this ``__main__`` copy)
-    from saltseg.cli import main as _main
-
-    sys.exit(_main())
+if __name__ == "__main__":  # ``python -m saltseg.cli``
+    sys.exit(main())

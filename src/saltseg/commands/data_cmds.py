@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saltseg.cli import comma_floats, command
+from saltseg.commands.registry import comma_floats, command
 
 
 @command("data", "Check a dataset or make its K-fold split.", "saltseg data check ../shared/data/tgs-salt")

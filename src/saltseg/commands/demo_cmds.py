@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from saltseg.cli import command
+from saltseg.commands.registry import command
 from saltseg.errors import SaltsegError
 from saltseg.utils.io import atomic_write, claim_output_dir
 

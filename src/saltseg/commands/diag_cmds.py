@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saltseg.cli import command
+from saltseg.commands.registry import command
 
 
 def _is_saltseg_report(path: Path) -> bool:

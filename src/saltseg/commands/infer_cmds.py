@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from saltseg.artifacts import names
-from saltseg.cli import add_backend_argument, comma_floats, command
+from saltseg.commands.registry import add_backend_argument, comma_floats, command
 from saltseg.errors import SaltsegError
 
 

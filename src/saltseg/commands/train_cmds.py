@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from saltseg.cli import command
+from saltseg.commands.registry import command
 from saltseg.errors import SaltsegError
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from saltseg.cli import add_backend_argument, command
+from saltseg.commands.registry import add_backend_argument, command
 
 MODEL_HELP = "a .safetensors checkpoint, a fold folder or a run folder (all folds' members averaged)"
 
