@@ -554,7 +554,51 @@ def test_tune_postprocess_finds_threshold_and_area() -> None:
     assert scores[0] < 0.1 and scores[-1] == pytest.approx(1.0)
     assert all(b >= a for a, b in itertools.pairwise(scores))
     assert float(kaggle_scores(apply_postprocess(oof.probs, cfg, oof.images), oof.truth).mean()) == scores[-1]
-    assert [s.split()[0] for s, _ in log] == ["threshold", "threshold", "flat", "min"]
+    assert [s.split()[0] for s, _ in log] == ["threshold", "threshold", "seeded", "flat", "min"]
+    assert cfg.seed_threshold is None  # the false spots are the brightest pixels: seeds cannot help
+
+
+def seeded_oof(n: int = 40, seed: int = 1) -> OOF:
+    """Salt whose confident core (0.8) is ringed by faint true salt (0.45), and faint false blobs (0.45, no
+    confident pixel) on the empty tiles: only a low threshold kept to seeded regions gets both right."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((n, 101, 101), bool)
+    probs = np.full((n, 101, 101), 0.1, np.float32)
+    for k in range(n):
+        r, c = rng.integers(10, 60, 2)
+        if k % 2 == 0:
+            truth[k, r : r + 30, c : c + 30] = True
+            probs[k, r : r + 30, c : c + 30] = 0.45
+            probs[k, r + 10 : r + 20, c + 10 : c + 20] = 0.8
+        else:
+            probs[k, r : r + 20, c : c + 20] = 0.45
+    return OOF([f"t{k}" for k in range(n)], np.round(probs * 255) / 255, truth, None, None)
+
+
+def test_keep_seeded_regions_keeps_only_regions_with_a_confident_pixel_in_their_own_tile() -> None:
+    from saltseg.inference.postprocess import keep_seeded_regions
+
+    probs = np.zeros((2, 101, 101), np.float32)
+    probs[0, 10:20, 10:20] = 0.45
+    probs[0, 14, 14] = 0.9  # a seed: the whole region stays
+    probs[0, 50:60, 50:60] = 0.45  # no seed: removed
+    probs[0, 20, 20] = 0.45  # touches the seeded region diagonally: 8-connected, kept
+    probs[1, 50:60, 50:60] = 0.45  # under tile 0's seedless region; tile 0's seed must not reach it
+    probs[1, 10:20, 10:20] = 0.45  # under tile 0's seeded region: no seed in its own tile
+    masks = keep_seeded_regions(probs > 0.4, probs, 0.6)
+    assert masks[0, 10:20, 10:20].all() and masks[0, 20, 20]
+    assert not masks[0, 50:60, 50:60].any() and not masks[1].any()
+    assert masks.sum() == 101
+    cfg = PostprocessConfig(threshold=0.4, seed_threshold=0.6)
+    assert (apply_postprocess(probs, cfg) == masks).all()
+
+
+def test_tune_postprocess_lowers_the_threshold_inside_seeded_regions_when_it_helps() -> None:
+    oof = seeded_oof()
+    cfg, log = tune_postprocess(oof)
+    assert cfg.seed_threshold is not None and cfg.threshold < 0.45 < cfg.seed_threshold < 0.8
+    step = f"seeded regions: threshold {cfg.threshold:.2f} where a pixel > {cfg.seed_threshold:.2f}"
+    assert log[0][1] < 0.6 and dict(log)[step] == pytest.approx(1.0) and log[-1][1] == pytest.approx(1.0)
 
 
 def test_tune_cli_and_predict_uses_tuned_settings(

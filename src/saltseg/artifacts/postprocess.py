@@ -17,6 +17,9 @@ class PostprocessConfig(BaseModel):
 
     Attributes:
         threshold: Pixel probability above which a pixel is salt.
+        seed_threshold: If set (above ``threshold``), hysteresis: a salt region (8-connected pixels
+            above ``threshold``) is kept only when one of its pixels lies above ``seed_threshold``, so a
+            low threshold can grow the masks that a confident pixel starts without adding faint ones.
         flat_empty: Tiles of a single flat grey value (no signal) are forced empty.
         min_area: Masks with fewer salt pixels than this are emptied.
         empty_threshold: If set and the model has an image-level head, tiles whose salt probability is
@@ -28,6 +31,7 @@ class PostprocessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: float = Field(0.5, gt=0, lt=1)
+    seed_threshold: float | None = Field(None, gt=0, lt=1)
     flat_empty: bool = True
     min_area: int = Field(0, ge=0)
     empty_threshold: float | None = Field(None, ge=0, le=1)

@@ -1,7 +1,7 @@
-"""Post-processing of probabilities into final masks: threshold, flat tiles forced empty, minimum salt
-area, empty-head gating, and an optional dense CRF. Settings (:class:`PostprocessConfig`, in
-:mod:`saltseg.artifacts.postprocess`) are tuned on out-of-fold predictions by
-:mod:`saltseg.inference.tune` and saved as ``postprocess.json``."""
+"""Post-processing of probabilities into final masks: threshold (with optional hysteresis seeds), flat
+tiles forced empty, minimum salt area, empty-head gating, and an optional dense CRF. Settings
+(:class:`PostprocessConfig`, in :mod:`saltseg.artifacts.postprocess`) are tuned on out-of-fold
+predictions by :mod:`saltseg.inference.tune` and saved as ``postprocess.json``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ __all__ = [
     "apply_postprocess",
     "dense_crf",
     "flat_tiles",
+    "keep_seeded_regions",
     "load_postprocess",
     "save_postprocess",
     "validate_postprocess",
@@ -32,6 +33,20 @@ def flat_tiles(images: np.ndarray) -> np.ndarray:
     """True for tiles whose pixels all have one value."""
     flat = images.reshape(len(images), -1)
     return flat.min(axis=1) == flat.max(axis=1)
+
+
+def keep_seeded_regions(masks: np.ndarray, probs: np.ndarray, seed_threshold: float) -> np.ndarray:
+    """``masks`` (N,H,W bool) with only the 8-connected regions of each tile that hold a pixel of
+    ``probs`` above ``seed_threshold``."""
+    from scipy import ndimage
+
+    within_tile = np.zeros((3, 3, 3), dtype=bool)
+    within_tile[1] = True  # 8-connected inside a tile, never across tiles
+    labels, n = ndimage.label(masks, structure=within_tile)
+    seeded = np.zeros(n + 1, dtype=bool)
+    seeded[labels[probs > seed_threshold]] = True
+    seeded[0] = False  # the background
+    return seeded[labels]
 
 
 def dense_crf(prob: np.ndarray, image: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
@@ -69,6 +84,8 @@ def apply_postprocess(
             raise ValueError("dense CRF needs the images")
         probs = np.stack([dense_crf(p, im, cfg) for p, im in zip(probs, images, strict=True)])
     masks = probs > cfg.threshold
+    if cfg.seed_threshold is not None:
+        masks = keep_seeded_regions(masks, probs, cfg.seed_threshold)
     if cfg.flat_empty and images is not None:
         masks[flat_tiles(images)] = False
     if cfg.min_area > 0:

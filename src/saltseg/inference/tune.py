@@ -31,8 +31,11 @@ def _score(oof: OOF, cfg: PostprocessConfig) -> float:
     return float(kaggle_scores(apply_postprocess(oof.probs, cfg, oof.images, oof.salt), oof.truth).mean())
 
 
-def tune_postprocess(oof: OOF, try_crf: bool = False) -> tuple[PostprocessConfig, list[tuple[str, float]]]:
-    """Search each step in turn, keeping a setting only when it raises the OOF score.
+def tune_postprocess(
+    oof: OOF, try_crf: bool = False, try_seeds: bool = True
+) -> tuple[PostprocessConfig, list[tuple[str, float]]]:
+    """Search each step in turn, keeping a setting only when it raises the OOF score (``try_seeds``: the
+    hysteresis step, a lower threshold inside regions that hold a confident pixel).
 
     Returns the tuned settings and ``[(step description, OOF score after it), ...]``.
     """
@@ -48,6 +51,19 @@ def tune_postprocess(oof: OOF, try_crf: bool = False) -> tuple[PostprocessConfig
     if max(scores) > best:
         cfg, best = cfg.model_copy(update={"threshold": t_best}), max(scores)
     log.append((f"threshold {cfg.threshold:.2f}", best))
+    # 1b. hysteresis: a lower threshold for the regions that hold a pixel above a seed threshold
+    if try_seeds:
+        pairs = [
+            (float(lo), float(seed))
+            for lo in np.round(np.arange(0.30, cfg.threshold - 0.01, 0.05), 2)
+            for seed in np.round(np.arange(cfg.threshold - 0.05, 0.81, 0.05), 2)
+            if seed > lo + 0.04
+        ]
+        tried = [cfg.model_copy(update={"threshold": lo, "seed_threshold": sd}) for lo, sd in pairs]
+        scores = [_score(oof, c) for c in tried]
+        if scores and max(scores) > best:
+            cfg, best = tried[int(np.argmax(scores))], max(scores)
+        log.append((f"seeded regions: {_seeds(cfg)}", best))
     # 2. flat tiles empty
     if oof.images is not None:
         s = _score(oof, cfg.model_copy(update={"flat_empty": True}))
@@ -77,6 +93,12 @@ def tune_postprocess(oof: OOF, try_crf: bool = False) -> tuple[PostprocessConfig
             cfg, best = cfg.model_copy(update={"crf": True}), s
         log.append((f"dense CRF: {cfg.crf} (with CRF {s:.4f})", best))
     return cfg, log
+
+
+def _seeds(cfg: PostprocessConfig) -> str:
+    if cfg.seed_threshold is None:
+        return "off"
+    return f"threshold {cfg.threshold:.2f} where a pixel > {cfg.seed_threshold:.2f}"
 
 
 def tune_run(run_dir: str | Path, try_crf: bool = False) -> tuple[PostprocessConfig, list[tuple[str, float]]]:
