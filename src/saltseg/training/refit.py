@@ -12,12 +12,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from saltseg.artifacts import RefitSummary, RunDir, names, read_data_dir, read_record, write_data_dir
+from saltseg.artifacts import (
+    FoldSummary,
+    RefitSummary,
+    RunDir,
+    names,
+    read_data_dir,
+    read_record,
+    write_data_dir,
+)
 from saltseg.checkpoints import read_metadata
 from saltseg.data.folds import load_folds
 from saltseg.errors import SaltsegError
 from saltseg.training.config import ExperimentConfig, load_config
 from saltseg.training.data import LabelledTiles
+from saltseg.training.runtime import is_launcher_rank_zero
 from saltseg.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -72,9 +81,11 @@ def refit_run(
     if not src.config_file.is_file() or not src.folds_file.is_file():
         raise SaltsegError("not a run folder (no config.yaml and folds.csv): train its folds first", src.path)
     summary_file = out / names.REFIT_FILE
+    writer = is_launcher_rank_zero()  # the extra processes of a multi-process refit only train
     if resume and summary_file.exists():
         return read_record(RefitSummary, summary_file)
-    _claim(out, resume)
+    if writer:
+        _claim(out, resume)
     cfg = load_config(src.config_file)
     data_dir = Path(data_dir) if data_dir is not None else read_data_dir(src.path)
     if data_dir is None:
@@ -106,7 +117,8 @@ def refit_run(
             planned,
         )
     training = train_fold(refit_cfg, tiles, {}, None, out, resume=resume, progress=progress)
-    assert training is not None  # one process
+    if training is None or not writer:
+        return RefitSummary(source=str(src.path), n_tiles=len(tiles.ids), training=FoldSummary(fold=-1))
     if src.postprocess_file.exists():  # the run's tuned settings go with its refit model
         with atomic_write(out / names.POSTPROCESS_FILE) as f:
             f.write(src.postprocess_file.read_text())
