@@ -199,6 +199,10 @@ def test_refit_killed_in_its_second_epoch_resumes_to_the_uninterrupted_weights(
     with pytest.raises(TrainingInterrupted):
         train_fold(cfg, tiles, {}, None, killed, progress=False, callbacks=[CtrlC()])
     assert torch.load(killed / "stage0" / "last.ckpt", weights_only=True)["epoch"] == 0  # the end of epoch 0
+    assert not (killed / "state.json").exists()  # killed in its first stage
+    from saltseg.training.refit import _claim
+
+    _claim(killed, resume=True)  # `saltseg refit --resume` takes it up
     resumed = train_fold(cfg, tiles, {}, None, killed, resume=True, progress=False)
     straight = train_fold(cfg, tiles, {}, None, tmp_path / "straight", progress=False)
     assert resumed is not None and straight is not None and resumed.epochs == straight.epochs == 2

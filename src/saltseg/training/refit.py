@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from saltseg.artifacts import (
+    FoldDir,
     FoldSummary,
     RefitSummary,
     RunDir,
@@ -57,7 +58,8 @@ def _claim(out: Path, resume: bool) -> None:
     """A new or empty refit folder, or (``resume``) one this command began."""
     if out.exists() and not out.is_dir():
         raise SaltsegError("the refit folder exists and is a file; choose another --out", out)
-    began = (out / names.STATE_FILE).exists() or (out / names.REFIT_FILE).exists()
+    fold = FoldDir(out)  # a refit killed in its first stage has a checkpoint but no state.json yet
+    began = any(f.exists() for f in (fold.state_file, out / names.REFIT_FILE, fold.stage_dir(0)))
     if out.is_dir() and any(out.iterdir()) and not (resume and began):
         hint = "it is not a refit folder" if resume else "use --resume to continue it or choose another --out"
         raise SaltsegError(f"the refit folder is not empty; {hint}", out)
