@@ -317,6 +317,30 @@ def test_pipeline_killed_at_a_random_point_resumes_to_the_uninterrupted_result(
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.suffixes]
 
 
+def test_resume_removes_only_the_temporaries_of_killed_atomic_writes(tmp_path: Path) -> None:
+    """A SIGKILL inside ``atomic_write`` leaves ``.NAME.xxxxxxxx.tmp``; the resumed run removes it (the
+    fault-injection test above found one beside a round's config.yaml), and nothing else."""
+    from saltseg.utils.io import atomic_write, remove_stale_temporaries_in
+
+    run = tmp_path / "run" / "fold0"
+    run.mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt), atomic_write(run / "state.json") as f:
+        f.write("{")
+        stale = run / ".state.json.ab3_x9zq.tmp"
+        stale.write_text("{")  # what a SIGKILL (no cleanup) leaves, named as mkstemp names it
+        raise KeyboardInterrupt
+    keep = [
+        run / "notes.tmp",
+        run / ".x.tmp",
+        run / ".config.yaml.TOO-LONG-123.tmp",
+        run / "a.state.json.abcdefgh.tmp",
+    ]
+    for k in keep:
+        k.write_text("mine")
+    assert remove_stale_temporaries_in(tmp_path / "run") == [stale]
+    assert all(k.read_text() == "mine" for k in keep) and not stale.exists()
+
+
 def test_pipeline_section_of_the_config_is_the_default_and_arguments_override_it(
     pipe_data: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -40,7 +40,7 @@ from saltseg.training.config import (
     load_config,
 )
 from saltseg.training.data import LabelledTiles
-from saltseg.utils.io import atomic_write
+from saltseg.utils.io import atomic_write, remove_stale_temporaries_in
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,7 @@ def run_pipeline(
         first_files=(names.CONFIG_FILE, names.PIPELINE_FILE),
     )
     if resumed:
+        remove_stale_temporaries_in(out)  # of files the killed pipeline was writing
         cfg = load_config(cfg_file)  # the budget-fitted config of the first start
         cfg = cfg.model_copy(update={"pipeline": plan})
     else:

@@ -42,7 +42,7 @@ from saltseg.training.runtime import (
     resolve_precision,
 )
 from saltseg.training.trainer import build_datamodule
-from saltseg.utils.io import atomic_write
+from saltseg.utils.io import atomic_write, remove_stale_temporaries_in
 
 
 def _differences(a: object, b: object, prefix: str = "") -> list[str]:
@@ -91,6 +91,7 @@ def prepare_run(
         )
     if writer and resume and run.config_file.exists():
         _check_resume_matches(cfg, data_dir, out)
+        remove_stale_temporaries_in(out)  # of files a killed run was writing
     if writer and out.exists() and not out.is_dir():
         raise SaltsegError("the run folder exists and is a file; choose another --out", out)
     if writer and Path(data_dir).is_dir() and out.resolve().is_relative_to(Path(data_dir).resolve()):

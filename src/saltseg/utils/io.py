@@ -7,6 +7,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -147,6 +148,20 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return stale
+
+
+_ATOMIC_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
+
+
+def remove_stale_temporaries_in(folder: str | Path) -> list[Path]:
+    """Delete, anywhere under ``folder``, the temporary files of :func:`atomic_write` calls whose process
+    was killed (``.NAME.xxxxxxxx.tmp``); returns what was removed. Call it only on a saltseg folder being
+    resumed, where no other process writes."""
+    folder = Path(folder)
+    stale = [p for p in folder.rglob(".*.tmp") if _ATOMIC_TEMPORARY.fullmatch(p.name) and p.is_file()]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return sorted(stale)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
