@@ -149,6 +149,64 @@ def test_budget_fit_scales_stage_epochs_to_the_minutes(pipe_data: tuple[Path, Pa
     assert fit_long.infer_s_per_tile > 0
 
 
+def test_measured_speed_rescales_the_epochs_of_a_budget_in_proportion() -> None:
+    from saltseg.artifacts import FoldSummary
+    from saltseg.training.budget import FILL, epochs_for_measured_speed
+    from saltseg.training.config import ExperimentConfig
+
+    cfg = ExperimentConfig.model_validate(
+        {"stages": [{"epochs": 40}, {"epochs": 20}], "train": {"max_minutes": 10}}
+    )
+    slow = FoldSummary(fold=0, epochs=10, minutes=5.0)  # 30 s per epoch: 600 * FILL / 30 = 18.6 epochs
+    assert epochs_for_measured_speed(cfg, [slow]) == [
+        round(40 * 600 * FILL / 1800),
+        round(20 * 600 * FILL / 1800),
+    ]
+    fast = FoldSummary(fold=1, epochs=30, minutes=2.5)  # with slow: 7.5 min / 40 epochs = 11.25 s per epoch
+    assert sum(epochs_for_measured_speed(cfg, [slow, fast]) or []) == round(60 * 600 * FILL / 675)
+    failed = FoldSummary(fold=2, status="failed", epochs=1, minutes=9.0)
+    assert epochs_for_measured_speed(cfg, [slow, failed]) == epochs_for_measured_speed(cfg, [slow])
+    assert epochs_for_measured_speed(cfg, []) is None  # the first fold keeps the config's epochs
+    no_budget = ExperimentConfig.model_validate({"stages": [{"epochs": 40}]})
+    assert epochs_for_measured_speed(no_budget, [slow]) is None
+
+
+def test_later_folds_train_the_epochs_the_first_fold_measured_and_a_resume_keeps_them(
+    pipe_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A machine that slows down mid-run: the one timing step's epochs no longer fit a fold's budget,
+    the cap cut the later folds' cosine schedules short (2026-12-03 pipeline). ``train.rescale_epochs``
+    fits each later fold again to the seconds per epoch the finished folds measured."""
+    from saltseg.artifacts import RunDir
+    from saltseg.training.budget import epochs_for_measured_speed
+    from saltseg.training.train import fold_config, train_run
+
+    data, cfg_path = pipe_data
+    cfg = load_config(cfg_path, ["train.max_minutes=0.05", "train.rescale_epochs=true"])
+    run = tmp_path / "run"
+    train_run(cfg, data, run, folds_to_run=[0], progress=False)
+    fold0 = RunDir(run).fold(0)
+    assert fold0.read_state().epochs == [1, 1]  # the first fold: the config's 1 + 1 epochs
+    measured = fold0.read_summary()
+    assert measured is not None and measured.planned_epochs == 2
+    # the speed fold 0 measured, made exact: 0.7 s per epoch fits 2 + 2 epochs into 0.93 of 3 s
+    measured.epochs, measured.minutes = 2, 2 * 0.699 / 60
+    measured.write(fold0.summary_file)
+    summary = train_run(cfg, data, run, folds_to_run=[1], resume=True, progress=False)
+    assert summary is not None
+    want = epochs_for_measured_speed(cfg, [measured])
+    assert want == [2, 2]
+    assert RunDir(run).fold(1).read_state().epochs == want
+    assert summary.folds[1].planned_epochs == 4
+    # a resume of fold 1 trains what its state recorded, whatever the finished folds say now
+    (run / "fold0" / "summary.json").write_text(json.dumps({"fold": 0, "epochs": 1, "minutes": 10.0}))
+    assert [s.epochs for s in fold_config(cfg, run, 1, resume=True).stages] == want
+    assert fold_config(cfg, run, 1, resume=False).stages[0].epochs != want[0]
+    # without the flag (a run that was not fitted to a budget) every fold trains the config's epochs
+    plain = load_config(cfg_path, ["train.max_minutes=0.05"])
+    assert fold_config(plain, run, 1, resume=False) is plain
+
+
 def test_budget_fit_reads_tiles_from_disk_with_the_cache_off(pipe_data: tuple[Path, Path]) -> None:
     """Issue 12: ``data.cache: false`` crashed ``pipeline --minutes`` with a TypeError in the budget fit."""
     from saltseg.training.budget import fit_epochs_to_budget
@@ -365,3 +423,19 @@ def test_shipped_pipeline_config_carries_its_budget() -> None:
     fast = load_config("cpu_fast")
     assert cfg.pipeline.minutes is not None and 100 <= cfg.pipeline.minutes <= 150
     assert cfg.model == fast.model and cfg.stages == fast.stages  # the 30-minute winner's recipe
+
+
+def test_multi_process_launches_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The epochs re-fit reads other folds' files: only a one-process run may use it."""
+    from saltseg.training.config import ExperimentConfig
+    from saltseg.training.runtime import is_multi_process
+
+    for var in ("RANK", "LOCAL_RANK", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    one = ExperimentConfig.model_validate({"train": {"accelerator": "cpu"}})
+    assert not is_multi_process(one)
+    for devices in (2, "2", [0, 1], "0,1"):
+        assert is_multi_process(ExperimentConfig.model_validate({"train": {"devices": devices}}))
+    assert is_multi_process(ExperimentConfig.model_validate({"train": {"num_nodes": 2}}))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert is_multi_process(one)

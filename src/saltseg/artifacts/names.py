@@ -5,7 +5,7 @@ Run folder (``saltseg train``)::
     RUN/config.yaml      resolved config           RUN/folds.csv        the K-fold split
     RUN/data.json        the data folder           RUN/summary.json     folds and OOF score
     RUN/postprocess.json tuned post-processing     RUN/report.html      the diagnostics report
-    RUN/fold{k}/state.json        completed stages, status (resume reads it)
+    RUN/fold{k}/state.json        completed stages, status, re-fitted epochs (resume reads it)
     RUN/fold{k}/stage{i}/last.ckpt  Lightning checkpoint of the stage in progress (resume)
     RUN/fold{k}/stage{i}/end.safetensors  the model at the end of stage i
     RUN/fold{k}/best.safetensors  best validation epoch   fold{k}/snapshots/*.safetensors  per-cycle bests

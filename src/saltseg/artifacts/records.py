@@ -65,6 +65,7 @@ class FoldState(Record):
     status: FoldStatus = "running"
     reason: str | None = None
     seconds: float = 0.0
+    epochs: list[int] | None = None  # stage epochs of a fold re-fitted to its budget (train.rescale_epochs)
 
     @property
     def best(self) -> float:

@@ -1,7 +1,10 @@
 """Fit a config's schedule to a wall-clock budget: time a few training steps, scale the stage epochs.
 
 A cosine or restart schedule cut short by a time limit ends at a high learning rate; scaling the epochs
-instead keeps every stage's schedule whole. ``train.max_minutes`` stays on as a safety cap.
+instead keeps every stage's schedule whole. ``train.max_minutes`` stays on as a safety cap. A machine
+whose speed drifts during a run (another job, heat) makes the one timing step wrong for the later folds:
+with ``train.rescale_epochs`` each fold after the first is scaled again from the seconds per epoch the
+finished folds measured (:func:`epochs_for_measured_speed`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from saltseg.artifacts import FoldSummary
 from saltseg.training.config import ExperimentConfig
 from saltseg.training.data import LabelledTiles
 
@@ -119,7 +123,8 @@ def fit_epochs_to_budget(
 ) -> tuple[ExperimentConfig, BudgetFit]:
     """A copy of ``cfg`` whose stage epochs, scaled in proportion, fill ``minutes`` of one fold's training.
 
-    ``train.max_minutes`` is set to ``minutes`` as a hard cap; every stage keeps at least one epoch.
+    ``train.max_minutes`` is set to ``minutes`` as a hard cap and ``train.rescale_epochs`` on (the later
+    folds of a run re-fitted to the speed the first ones measured); every stage keeps at least one epoch.
     ``measured`` reuses an earlier :func:`measure_epoch_seconds` of the same config.
     """
     fit = replace(measured) if measured else measure_epoch_seconds(cfg, tiles, n_train, n_val)
@@ -131,4 +136,18 @@ def fit_epochs_to_budget(
     for stage, epochs in zip(out.stages, fit.epochs, strict=True):
         stage.epochs = epochs
     out.train.max_minutes = minutes
+    out.train.rescale_epochs = True
     return out, fit
+
+
+def epochs_for_measured_speed(cfg: ExperimentConfig, finished: list[FoldSummary]) -> list[int] | None:
+    """Stage epochs that fill ``FILL`` of ``train.max_minutes`` at the seconds per epoch (training and
+    validation) the ``finished`` folds measured, in the proportions of ``cfg``'s stages; None without a
+    budget or a fold that trained."""
+    measured = [f for f in finished if f.status == "done" and f.epochs > 0 and f.minutes > 0]
+    if cfg.train.max_minutes is None or not measured:
+        return None
+    seconds_per_epoch = sum(f.minutes for f in measured) * 60 / sum(f.epochs for f in measured)
+    planned = sum(s.epochs for s in cfg.stages)
+    scale = cfg.train.max_minutes * 60 * FILL / (seconds_per_epoch * planned)
+    return [max(1, round(s.epochs * scale)) for s in cfg.stages]

@@ -183,6 +183,10 @@ class TrainConfig(_Strict):
         stall_epochs: Guard: stop the whole run, saying why, when the validation score has not
             improved for this many epochs.
         max_minutes: Wall-clock budget of one fold, spread over the stages by their epochs.
+        rescale_epochs: With ``max_minutes``: scale the stage epochs of each fold after the first so that
+            it fills the budget at the seconds per epoch the run's finished folds measured (set by a
+            budget fit: a machine that slows down mid-run keeps each fold's schedule whole instead of
+            having it cut by the cap). Single-process runs only.
         limit_train_batches: Fraction or count of training batches per epoch (quick trials).
     """
 
@@ -201,6 +205,7 @@ class TrainConfig(_Strict):
     early_stopping: int | None = Field(None, ge=1)
     stall_epochs: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
+    rescale_epochs: bool = False
     limit_train_batches: float | int | None = None
     log_every_n_steps: int = Field(10, ge=1)
 

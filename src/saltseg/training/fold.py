@@ -30,7 +30,7 @@ from saltseg.training.config import ExperimentConfig, StageConfig
 from saltseg.training.data import LabelledTiles, load_pseudo_labels
 from saltseg.training.finish import average_swa, finish_fold
 from saltseg.training.module import SaltModule
-from saltseg.training.runtime import quiet_lightning
+from saltseg.training.runtime import is_launcher_rank_zero, quiet_lightning
 from saltseg.training.trainer import build_datamodule, build_trainer
 
 
@@ -162,6 +162,10 @@ def train_fold(
             "schedule: both follow the validation score; give a fixed schedule"
         )
     fold_dir.mkdir(parents=True, exist_ok=True)  # after the checks: `saltseg runs` shows no half-made fold
+    if cfg.train.rescale_epochs and state.epochs is None and is_launcher_rank_zero():
+        # a resume trains the epochs this start chose
+        state.epochs = [s.epochs for s in cfg.stages]
+        fd.write_state(state)
     module = SaltModule(model, cfg)
     started = time.time()
     total_epochs = sum(s.epochs for s in cfg.stages)

@@ -50,6 +50,24 @@ def is_launcher_rank_zero() -> bool:
     return local == 0 and node == 0
 
 
+def is_multi_process(cfg: ExperimentConfig) -> bool:
+    """Whether ``cfg`` trains in several processes: a launcher's ranks (torchrun, SLURM), several nodes,
+    or Lightning's DDP over several devices."""
+    if cfg.train.num_nodes > 1 or "RANK" in os.environ or "LOCAL_RANK" in os.environ:
+        return True
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        return True
+    devices = cfg.train.devices
+    if isinstance(devices, list):
+        return len(devices) > 1
+    if devices in ("auto", -1, "-1"):
+        return eval_device(cfg).type == "cuda" and torch.cuda.device_count() > 1
+    try:
+        return int(devices) > 1
+    except ValueError:  # "0,1": a list of device indices
+        return len([d for d in str(devices).split(",") if d.strip()]) > 1
+
+
 def resolve_precision(cfg: ExperimentConfig) -> str:
     """``auto`` precision: bf16-mixed on CPUs with bf16 instructions (AMX / AVX-512 BF16), 32-true on
     other CPUs (emulated bf16 is many times slower there), 16-mixed (or bf16) on CUDA."""

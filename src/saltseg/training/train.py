@@ -10,6 +10,7 @@ device and precision rules in :mod:`saltseg.training.runtime`. The run folder's 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -37,12 +38,15 @@ from saltseg.training.fold import (
 from saltseg.training.runtime import (
     eval_device,
     is_launcher_rank_zero,
+    is_multi_process,
     quiet_lightning,
     resolve_num_workers,
     resolve_precision,
 )
 from saltseg.training.trainer import build_datamodule
 from saltseg.utils.io import atomic_write, remove_stale_temporaries_in
+
+log = logging.getLogger(__name__)
 
 
 def _differences(a: object, b: object, prefix: str = "") -> list[str]:
@@ -122,6 +126,35 @@ def prepare_run(
     return tiles, folds
 
 
+def fold_config(cfg: ExperimentConfig, out: Path, fold: int, resume: bool) -> ExperimentConfig:
+    """``cfg`` with the stage epochs fold ``fold`` of run ``out`` trains: those its state recorded when
+    resumed, else (``train.rescale_epochs``, one process) re-fitted to the budget at the speed the run's
+    finished folds measured, else the config's own."""
+    from saltseg.training.budget import epochs_for_measured_speed
+
+    run = RunDir(out)
+    fd = run.fold(fold)
+    epochs = fd.read_state().epochs if resume and fd.state_file.exists() else None
+    if epochs is None and cfg.train.rescale_epochs and not is_multi_process(cfg):
+        finished = [f for f in run.fold_summaries() if f.fold != fold]
+        epochs = epochs_for_measured_speed(cfg, finished)
+        if epochs is not None:
+            log.info(
+                "fold %d: %s epochs (the config's %s re-fitted to %.1f min at the speed folds %s measured)",
+                fold,
+                "+".join(map(str, epochs)),
+                "+".join(str(s.epochs) for s in cfg.stages),
+                cfg.train.max_minutes,
+                ", ".join(str(f.fold) for f in finished),
+            )
+    if epochs is None or len(epochs) != len(cfg.stages):
+        return cfg
+    out_cfg = cfg.model_copy(deep=True)
+    for stage, n in zip(out_cfg.stages, epochs, strict=True):
+        stage.epochs = n
+    return out_cfg
+
+
 def train_run(
     cfg: ExperimentConfig,
     data_dir: str | Path,
@@ -149,7 +182,10 @@ def train_run(
     for k in todo:
         try:
             fold_dir = RunDir(out).fold(k).path
-            train_fold(cfg, tiles, folds, k, fold_dir, resume=resume, progress=progress, callbacks=callbacks)
+            fold_cfg = fold_config(cfg, out, k, resume)
+            train_fold(
+                fold_cfg, tiles, folds, k, fold_dir, resume=resume, progress=progress, callbacks=callbacks
+            )
         except TrainingFailed:
             if is_launcher_rank_zero():
                 summarize_run(out)  # the run summary lists the failed fold too
@@ -177,6 +213,7 @@ __all__ = [
     "TrainingInterrupted",
     "build_datamodule",
     "eval_device",
+    "fold_config",
     "is_launcher_rank_zero",
     "prepare_fold_split",
     "prepare_run",
