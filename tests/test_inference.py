@@ -1034,7 +1034,7 @@ def test_a_killed_predict_leaves_no_temporary_file_behind(run_a: Path, data: Pat
     removes it (and nothing else)."""
     out = tmp_path / "pred"
     out.mkdir()
-    stale = out / ".masks.csv.k1ll3d.tmp"
+    stale = out / ".masks.csv.k1ll3d_x.tmp"  # named as mkstemp names it
     stale.write_text("id,rle_mask\nhalf")
     keep = out / "notes.txt"
     keep.write_text("mine")

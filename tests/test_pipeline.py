@@ -378,6 +378,7 @@ def test_pipeline_killed_at_a_random_point_resumes_to_the_uninterrupted_result(
 def test_resume_removes_only_the_temporaries_of_killed_atomic_writes(tmp_path: Path) -> None:
     """A SIGKILL inside ``atomic_write`` leaves ``.NAME.xxxxxxxx.tmp``; the resumed run removes it (the
     fault-injection test above found one beside a round's config.yaml), and nothing else."""
+    from saltseg.artifacts import FoldDir
     from saltseg.utils.io import atomic_write, remove_stale_temporaries_in
 
     run = tmp_path / "run" / "fold0"
@@ -387,16 +388,28 @@ def test_resume_removes_only_the_temporaries_of_killed_atomic_writes(tmp_path: P
         stale = run / ".state.json.ab3_x9zq.tmp"
         stale.write_text("{")  # what a SIGKILL (no cleanup) leaves, named as mkstemp names it
         raise KeyboardInterrupt
+    # atomic_path (weights, ONNX graphs, figures) keeps the target's suffix: a killed snapshot save
+    # left a hidden file that the snapshot listing took for a member
+    snapshots = run / "snapshots"
+    snapshots.mkdir()
+    member = snapshots / "s0_c0.safetensors"
+    member.write_text("weights")
+    half = snapshots / ".s0_c1.safetensors.q7_k2m0z.safetensors"
+    half.write_text("half")
+    assert FoldDir(run).snapshots() == [member]
     keep = [
         run / "notes.tmp",
         run / ".x.tmp",
         run / ".config.yaml.TOO-LONG-123.tmp",
         run / "a.state.json.abcdefgh.tmp",
+        snapshots / ".mine.safetensors",
+        snapshots / ".a.npz.abcdefgh.safetensors",  # another suffix than its name's
     ]
     for k in keep:
         k.write_text("mine")
-    assert remove_stale_temporaries_in(tmp_path / "run") == [stale]
-    assert all(k.read_text() == "mine" for k in keep) and not stale.exists()
+    assert remove_stale_temporaries_in(tmp_path / "run") == sorted([stale, half])
+    assert all(k.read_text() == "mine" for k in keep) and not stale.exists() and not half.exists()
+    assert member.exists()
 
 
 def test_pipeline_section_of_the_config_is_the_default_and_arguments_override_it(

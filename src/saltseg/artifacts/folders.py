@@ -107,7 +107,8 @@ class FoldDir:
         return self.stage_dir(stage) / names.LAST_CKPT_FILE
 
     def snapshots(self) -> list[Path]:
-        return sorted(self.snapshot_dir.glob("*.safetensors"))
+        # not the hidden temporaries of a write that was killed (``.s0_c1.safetensors.xxxxxxxx.safetensors``)
+        return sorted(p for p in self.snapshot_dir.glob("*.safetensors") if not p.name.startswith("."))
 
     def read_state(self) -> FoldState:
         """The fold's state (a fresh one when it has none yet)."""

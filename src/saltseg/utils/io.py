@@ -139,29 +139,41 @@ def atomic_path(path: str | Path) -> contextlib.AbstractContextManager[Path]:
     return _ctx()
 
 
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Delete the temporary files an :func:`atomic_write` of ``path`` left when its process was killed
-    (``.NAME.*.tmp`` beside it); returns what was removed. Call it only where no other process writes
-    ``path`` at the same time."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
-    for tmp in stale:
-        tmp.unlink(missing_ok=True)
-    return stale
+#: The name of an :func:`atomic_write` / :func:`atomic_path` temporary: ``tempfile.mkstemp`` with the
+#: prefix ``.NAME.``, 8 random characters, and the suffix ``.tmp`` or NAME's own (``.x.npz.k3j_9a2b.npz``).
+_ATOMIC_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)")
 
 
-_ATOMIC_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")
+def temporary_target(name: str) -> str | None:
+    """The file name whose atomic write left a temporary named ``name``, or None for any other name."""
+    m = _ATOMIC_TEMPORARY.fullmatch(name)
+    if m is None:
+        return None
+    target, suffix = m.group("target"), m.group("suffix")
+    return target if suffix == ".tmp" or target.endswith(suffix) else None
 
 
-def remove_stale_temporaries_in(folder: str | Path) -> list[Path]:
-    """Delete, anywhere under ``folder``, the temporary files of :func:`atomic_write` calls whose process
-    was killed (``.NAME.xxxxxxxx.tmp``); returns what was removed. Call it only on a saltseg folder being
-    resumed, where no other process writes."""
-    folder = Path(folder)
-    stale = [p for p in folder.rglob(".*.tmp") if _ATOMIC_TEMPORARY.fullmatch(p.name) and p.is_file()]
+def _remove(stale: list[Path]) -> list[Path]:
     for tmp in stale:
         tmp.unlink(missing_ok=True)
     return sorted(stale)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporary files an atomic write of ``path`` left beside it when its process was killed;
+    returns what was removed. Call it only where no other process writes ``path`` at the same time."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    candidates = path.parent.glob(f".{glob.escape(path.name)}.*")
+    return _remove([p for p in candidates if temporary_target(p.name) == path.name and p.is_file()])
+
+
+def remove_stale_temporaries_in(folder: str | Path) -> list[Path]:
+    """Delete, anywhere under ``folder``, the temporary files of atomic writes whose process was killed;
+    returns what was removed. Call it only on a saltseg folder being resumed, where no other process
+    writes."""
+    return _remove([p for p in Path(folder).rglob(".*") if temporary_target(p.name) and p.is_file()])
 
 
 def write_json(path: str | Path, obj: Any) -> None:
