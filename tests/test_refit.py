@@ -202,7 +202,10 @@ def test_refit_killed_in_its_second_epoch_resumes_to_the_uninterrupted_weights(
     assert not (killed / "state.json").exists()  # killed in its first stage
     from saltseg.training.refit import _claim
 
-    _claim(killed, resume=True)  # `saltseg refit --resume` takes it up
+    half = killed / ".best.safetensors.k1ll3d_x.safetensors"  # a weights save the kill cut short
+    half.write_text("half")
+    _claim(killed, resume=True)  # `saltseg refit --resume` takes it up, without the killed write's file
+    assert not half.exists()
     resumed = train_fold(cfg, tiles, {}, None, killed, resume=True, progress=False)
     straight = train_fold(cfg, tiles, {}, None, tmp_path / "straight", progress=False)
     assert resumed is not None and straight is not None and resumed.epochs == straight.epochs == 2

@@ -28,7 +28,7 @@ from saltseg.errors import SaltsegError
 from saltseg.training.config import ExperimentConfig, load_config
 from saltseg.training.data import LabelledTiles
 from saltseg.training.runtime import is_launcher_rank_zero
-from saltseg.utils.io import atomic_write
+from saltseg.utils.io import atomic_write, remove_stale_temporaries_in
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def _claim(out: Path, resume: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not (resume and began):
         hint = "it is not a refit folder" if resume else "use --resume to continue it or choose another --out"
         raise SaltsegError(f"the refit folder is not empty; {hint}", out)
+    if resume and began:
+        remove_stale_temporaries_in(out)  # of files the killed refit was writing
 
 
 def refit_run(
