@@ -212,3 +212,30 @@ def test_refit_killed_in_its_second_epoch_resumes_to_the_uninterrupted_weights(
     a = load_model(killed / "stage0" / "end.safetensors").state_dict()
     b = load_model(tmp_path / "straight" / "stage0" / "end.safetensors").state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_refit_trains_the_epochs_a_budget_refitted_the_folds_to(
+    tuned_run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """With ``train.rescale_epochs`` the folds of one run can train different epochs: the refit trains
+    the median fold's (the config's when no fold was re-fitted)."""
+    import shutil
+
+    from saltseg.artifacts import RunDir
+    from saltseg.training.config import load_config
+    from saltseg.training.refit import fold_epochs, refit_config
+
+    _, _, run = tuned_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = load_config(copy / "config.yaml")
+    assert fold_epochs(RunDir(copy), cfg) == [[2], [2]]  # no fold was re-fitted: the config's
+    for k, epochs in ((0, [3]), (1, [5])):
+        fold = RunDir(copy).fold(k)
+        state = fold.read_state()
+        state.epochs = epochs
+        fold.write_state(state)
+    assert fold_epochs(RunDir(copy), cfg) == [[3], [5]]
+    assert refit_config(cfg, 20, 40, [[3], [5], [4]]).stages[0].epochs == 4
+    assert refit_config(cfg, 20, 40, fold_epochs(RunDir(copy), cfg)).stages[0].epochs == 3
+    assert refit_config(cfg, 20, 40).stages[0].epochs == 2

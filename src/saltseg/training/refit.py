@@ -33,10 +33,28 @@ from saltseg.utils.io import atomic_write, remove_stale_temporaries_in
 log = logging.getLogger(__name__)
 
 
-def refit_config(cfg: ExperimentConfig, n_fold_train: int, n_all: int) -> ExperimentConfig:
-    """``cfg`` for a refit on ``n_all`` tiles: the same stages and epochs; the folds' time cap
+def fold_epochs(run: RunDir, cfg: ExperimentConfig) -> list[list[int]]:
+    """The stage epochs each fold of ``run`` was planned to train: those a budget re-fitted it to
+    (``state.json``), else the config's."""
+    own = [s.epochs for s in cfg.stages]
+    out = []
+    for fold in run.folds():
+        epochs = fold.read_state().epochs if fold.state_file.exists() else None
+        out.append(epochs if epochs is not None and len(epochs) == len(own) else own)
+    return out
+
+
+def refit_config(
+    cfg: ExperimentConfig, n_fold_train: int, n_all: int, epochs: list[list[int]] | None = None
+) -> ExperimentConfig:
+    """``cfg`` for a refit on ``n_all`` tiles: the same stages, with the epochs of the median fold of
+    ``epochs`` (the folds' own, see :func:`fold_epochs`; default the config's); the folds' time cap
     (``train.max_minutes``, fitted to ``n_fold_train`` tiles) grown with the training set."""
     out = cfg.model_copy(deep=True)
+    if epochs:
+        median = sorted(epochs, key=sum)[(len(epochs) - 1) // 2]
+        for stage, n in zip(out.stages, median, strict=True):
+            stage.epochs = n
     if out.train.max_minutes is not None:
         out.train.max_minutes = out.train.max_minutes * n_all / max(n_fold_train, 1)
     return out
@@ -44,10 +62,10 @@ def refit_config(cfg: ExperimentConfig, n_fold_train: int, n_all: int) -> Experi
 
 def cv_best_epochs(run: RunDir, cfg: ExperimentConfig) -> list[int]:
     """The epoch (counted from 1 over all stages) at which each trained fold of ``run`` scored best."""
-    starts = [sum(s.epochs for s in cfg.stages[:i]) for i in range(len(cfg.stages))]
     best = []
-    for fold in run.folds():
+    for fold, epochs in zip(run.folds(), fold_epochs(run, cfg), strict=True):
         if fold.best_file.exists():
+            starts = [sum(epochs[:i]) for i in range(len(epochs))]
             info = read_metadata(fold.best_file)[1]
             stage = min(int(info.get("stage", 0)), len(starts) - 1)
             best.append(starts[stage] + int(info.get("epoch", 0)) + 1)
@@ -110,9 +128,9 @@ def refit_run(
             src.path,
         )
     n_val = sum(1 for k in folds.values() if k == 0)
-    refit_cfg = refit_config(cfg, len(folds) - n_val, len(folds))
+    refit_cfg = refit_config(cfg, len(folds) - n_val, len(folds), fold_epochs(src, cfg))
     best = cv_best_epochs(src, cfg)
-    planned = sum(s.epochs for s in cfg.stages)
+    planned = sum(s.epochs for s in refit_cfg.stages)
     if best and sorted(best)[len(best) // 2] < 0.75 * planned:
         log.warning(
             "the folds scored best at epochs %s of %d: the refit, which keeps its last epoch, may be past "
