@@ -639,6 +639,9 @@ def grads_reach_every_parameter(model: nn.Module, x: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("size", [7, 4, 1])
 def test_pyramid_pooling_keeps_size_and_sees_the_whole_map(size: int) -> None:
+    # seeded: about 2% of random inits carry the corner's change below allclose's tolerance (it failed
+    # once in the suite, after another test's draws)
+    torch.manual_seed(0)
     block = PyramidPooling(16, 8).eval()
     x = torch.randn(2, 16, size, size)
     with torch.no_grad():
