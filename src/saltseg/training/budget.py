@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from saltseg.artifacts import FoldSummary
+from saltseg.artifacts import FoldDir, FoldSummary
 from saltseg.training.config import ExperimentConfig
 from saltseg.training.data import LabelledTiles
 
@@ -132,12 +132,25 @@ def fit_epochs_to_budget(
     planned = max(sum(e * s for e, s in zip(fit.epochs, fit.epoch_s, strict=True)), 1e-3)
     scale = minutes * 60 * FILL / planned
     fit.epochs = [max(1, round(e * scale)) for e in fit.epochs]
-    out = cfg.model_copy(deep=True)
-    for stage, epochs in zip(out.stages, fit.epochs, strict=True):
-        stage.epochs = epochs
+    out = with_stage_epochs(cfg, fit.epochs)
     out.train.max_minutes = minutes
     out.train.rescale_epochs = True
     return out, fit
+
+
+def with_stage_epochs(cfg: ExperimentConfig, epochs: list[int]) -> ExperimentConfig:
+    """A copy of ``cfg`` whose stages train ``epochs`` (one count per stage)."""
+    out = cfg.model_copy(deep=True)
+    for stage, n in zip(out.stages, epochs, strict=True):
+        stage.epochs = n
+    return out
+
+
+def recorded_epochs(fold: FoldDir, cfg: ExperimentConfig) -> list[int] | None:
+    """The stage epochs a budget re-fitted ``fold`` to (its ``state.json``), or None when it has none for
+    ``cfg``'s stages."""
+    epochs = fold.read_state().epochs if fold.state_file.exists() else None
+    return epochs if epochs is not None and len(epochs) == len(cfg.stages) else None
 
 
 def epochs_for_measured_speed(cfg: ExperimentConfig, finished: list[FoldSummary]) -> list[int] | None:

@@ -25,6 +25,7 @@ from saltseg.artifacts import (
 from saltseg.checkpoints import read_metadata
 from saltseg.data.folds import load_folds
 from saltseg.errors import SaltsegError
+from saltseg.training.budget import recorded_epochs, with_stage_epochs
 from saltseg.training.config import ExperimentConfig, load_config
 from saltseg.training.data import LabelledTiles
 from saltseg.training.runtime import is_launcher_rank_zero
@@ -37,11 +38,7 @@ def fold_epochs(run: RunDir, cfg: ExperimentConfig) -> list[list[int]]:
     """The stage epochs each fold of ``run`` was planned to train: those a budget re-fitted it to
     (``state.json``), else the config's."""
     own = [s.epochs for s in cfg.stages]
-    out = []
-    for fold in run.folds():
-        epochs = fold.read_state().epochs if fold.state_file.exists() else None
-        out.append(epochs if epochs is not None and len(epochs) == len(own) else own)
-    return out
+    return [recorded_epochs(fold, cfg) or own for fold in run.folds()]
 
 
 def refit_config(
@@ -50,11 +47,11 @@ def refit_config(
     """``cfg`` for a refit on ``n_all`` tiles: the same stages, with the epochs of the median fold of
     ``epochs`` (the folds' own, see :func:`fold_epochs`; default the config's); the folds' time cap
     (``train.max_minutes``, fitted to ``n_fold_train`` tiles) grown with the training set."""
-    out = cfg.model_copy(deep=True)
-    if epochs:
-        median = sorted(epochs, key=sum)[(len(epochs) - 1) // 2]
-        for stage, n in zip(out.stages, median, strict=True):
-            stage.epochs = n
+    out = (
+        with_stage_epochs(cfg, sorted(epochs, key=sum)[(len(epochs) - 1) // 2])
+        if epochs
+        else cfg.model_copy(deep=True)
+    )
     if out.train.max_minutes is not None:
         out.train.max_minutes = out.train.max_minutes * n_all / max(n_fold_train, 1)
     return out

@@ -130,11 +130,10 @@ def fold_config(cfg: ExperimentConfig, out: Path, fold: int, resume: bool) -> Ex
     """``cfg`` with the stage epochs fold ``fold`` of run ``out`` trains: those its state recorded when
     resumed, else (``train.rescale_epochs``, one process) re-fitted to the budget at the speed the run's
     finished folds measured, else the config's own."""
-    from saltseg.training.budget import epochs_for_measured_speed
+    from saltseg.training.budget import epochs_for_measured_speed, recorded_epochs, with_stage_epochs
 
     run = RunDir(out)
-    fd = run.fold(fold)
-    epochs = fd.read_state().epochs if resume and fd.state_file.exists() else None
+    epochs = recorded_epochs(run.fold(fold), cfg) if resume else None
     if epochs is None and cfg.train.rescale_epochs and not is_multi_process(cfg):
         finished = [f for f in run.fold_summaries() if f.fold != fold]
         epochs = epochs_for_measured_speed(cfg, finished)
@@ -147,12 +146,7 @@ def fold_config(cfg: ExperimentConfig, out: Path, fold: int, resume: bool) -> Ex
                 cfg.train.max_minutes,
                 ", ".join(str(f.fold) for f in finished),
             )
-    if epochs is None or len(epochs) != len(cfg.stages):
-        return cfg
-    out_cfg = cfg.model_copy(deep=True)
-    for stage, n in zip(out_cfg.stages, epochs, strict=True):
-        stage.epochs = n
-    return out_cfg
+    return cfg if epochs is None else with_stage_epochs(cfg, epochs)
 
 
 def train_run(
