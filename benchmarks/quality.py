@@ -133,7 +133,7 @@ def run_saltseg(cfg_path: Path, data: Path, out: Path, minutes: float, overrides
     fold = summary.folds[0].model_dump()
     pp, log = tune_run(out)
     curve = []
-    total_epochs = sum(calib["epochs"])
+    total_epochs = fold["epochs"]  # trained: the stage re-fit may change the calibration's count
     per_epoch = fold["minutes"] / max(total_epochs, 1)
     k = 0
     for si in range(len(cfg.stages)):

@@ -239,3 +239,10 @@ def test_refit_trains_the_epochs_a_budget_refitted_the_folds_to(
     assert refit_config(cfg, 20, 40, [[3], [5], [4]]).stages[0].epochs == 4
     assert refit_config(cfg, 20, 40, fold_epochs(RunDir(copy), cfg)).stages[0].epochs == 3
     assert refit_config(cfg, 20, 40).stages[0].epochs == 2
+    # a budget-fitted config: the refit keeps the folds' epochs, its grown time cap only caps them
+    budgeted = cfg.model_copy(
+        update={"train": cfg.train.model_copy(update={"max_minutes": 5.0, "rescale_epochs": True})}
+    )
+    refit = refit_config(budgeted, 20, 40, [[3]])
+    assert refit.train.max_minutes == 10.0 and not refit.train.rescale_epochs
+    assert refit.stages[0].epochs == 3

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from saltseg.training.config import OptimizerConfig, ScheduleConfig
-from saltseg.training.schedules import build_optimizer, build_scheduler, cycle_of_epoch
+from saltseg.training.schedules import build_optimizer, build_scheduler, build_scheduler_at, cycle_of_epoch
 
 LR, MIN_LR = 1e-2, 1e-4
 FLOOR = MIN_LR / LR
@@ -198,6 +198,28 @@ def test_a_schedule_restored_from_its_state_continues_the_same_curve(name: str) 
         opt2.step()
         sched2.step()
     assert rest == pytest.approx(whole[37:90], abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["cosine", "cosine_restarts", "cyclic", "noam", "constant"])
+def test_a_schedule_rebuilt_longer_mid_stage_continues_the_longer_curve(name: str) -> None:
+    """The budget's re-fit: a stage planned for 40 steps is found to have time for 90 after 20; the
+    rebuilt schedule's LR from step 20 on is that of a 90-step schedule from the start."""
+    cfg = ScheduleConfig(name=name, warmup_epochs=1, min_lr=MIN_LR, cycles=3)
+    longer = curve(cfg, 90)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=LR)
+    sched = build_scheduler(cfg, opt, 40, 10)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    sched = build_scheduler_at(cfg, opt, 90, 10, done=20)
+    rest = []
+    for _ in range(20, 90):
+        rest.append(opt.param_groups[0]["lr"] / LR)
+        opt.step()
+        sched.step()
+    assert rest == pytest.approx(longer[20:90], abs=1e-12)
+    assert opt.param_groups[0]["lr"] / LR == pytest.approx(longer[90], abs=1e-12)
 
 
 @pytest.mark.parametrize(

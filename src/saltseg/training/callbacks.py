@@ -7,6 +7,8 @@ import csv
 import math
 import os
 import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from saltseg.artifacts import names
 from saltseg.checkpoints import save_weights
 from saltseg.training.config import StageConfig
-from saltseg.training.schedules import cycle_of_epoch
+from saltseg.training.budget import REFIT_EPOCH, epochs_to_fill
+from saltseg.training.schedules import build_scheduler_at, cycle_of_epoch
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -269,3 +272,49 @@ class TrainingGuard(L.Callback):
         if self.stalled_for >= self.stall_epochs:
             self.reason = f"validation score stalled for {self.stalled_for} epochs (best {self.best:.4f})"
             trainer.should_stop = True
+
+
+class StageBudgetRefit(L.Callback):
+    """A stage with a time budget re-fits its epochs once, at the start of its third epoch: to the
+    ``seconds`` it was given, at the wall time its second epoch took (training, validation, checkpoint),
+    and rebuilds its LR schedule over the new length, advanced to the step reached. The schedule then
+    ends with the budget instead of minutes early (or cut short by the time cap), whatever the budget
+    fit's few timed steps got wrong. ``on_refit(epochs)`` is told the new count (the fold's state keeps
+    it, so a resume trains the same). Only a stage that starts at its first epoch in one process: a
+    resumed stage keeps the epochs it has, and DDP ranks could measure different speeds."""
+
+    #: the wall clock (a test gives a fake one)
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self, stage: StageConfig, seconds: float, on_refit: Callable[[int], None]) -> None:
+        self.stage, self.seconds, self.on_refit = stage, seconds, on_refit
+        self._started: float | None = None
+        self._epoch_started: dict[int, float] = {}
+        self.planned: int | None = None  # the epochs before a re-fit changed them
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 0 and trainer.world_size == 1:
+            self._started = self.clock()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._started is None:
+            return
+        epoch, now = trainer.current_epoch, self.clock()
+        self._epoch_started[epoch] = now
+        if epoch != REFIT_EPOCH + 1:
+            return
+        epochs = epochs_to_fill(
+            self.seconds, now - self._started, now - self._epoch_started[REFIT_EPOCH], epoch
+        )
+        self._started = None  # once per stage
+        if epochs == self.stage.epochs:
+            return
+        self.planned, self.stage.epochs = self.stage.epochs, epochs
+        trainer.fit_loop.max_epochs = epochs
+        if self.stage.schedule.name != "plateau":  # an epoch-wise plateau schedule has no length
+            config = trainer.lr_scheduler_configs[0]
+            total, per_epoch = pl_module.stage_steps()  # type: ignore[attr-defined]
+            config.scheduler = build_scheduler_at(
+                self.stage.schedule, config.scheduler.optimizer, total, per_epoch, trainer.global_step
+            )
+        self.on_refit(epochs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +25,7 @@ from saltseg.errors import SaltsegError
 from saltseg.models import create_model
 from saltseg.training.callbacks import (
     SnapshotKeeper,
+    StageBudgetRefit,
     TrainingGuard,
 )
 from saltseg.training.config import ExperimentConfig, StageConfig
@@ -115,6 +117,17 @@ def _check_checkpoint(ckpt: Path, stage: StageConfig) -> None:
         )
 
 
+def _recorder(fd: FoldDir, state: FoldState, stage_index: int) -> Callable[[int], None]:
+    """Records a stage's re-fitted epochs in the fold's state, where a resume reads them."""
+
+    def record(epochs: int) -> None:
+        assert state.epochs is not None
+        state.epochs[stage_index] = epochs
+        fd.write_state(state)
+
+    return record
+
+
 def train_fold(
     cfg: ExperimentConfig,
     tiles: LabelledTiles,
@@ -162,13 +175,14 @@ def train_fold(
             "schedule: both follow the validation score; give a fixed schedule"
         )
     fold_dir.mkdir(parents=True, exist_ok=True)  # after the checks: `saltseg runs` shows no half-made fold
-    if cfg.train.rescale_epochs and state.epochs is None and is_launcher_rank_zero():
-        # a resume trains the epochs this start chose
-        state.epochs = [s.epochs for s in cfg.stages]
-        fd.write_state(state)
+    if cfg.train.rescale_epochs:
+        cfg = cfg.model_copy(deep=True)  # the stages' re-fits below change this fold's epochs only
+        if state.epochs is None and is_launcher_rank_zero():
+            # a resume trains the epochs this start chose
+            state.epochs = [s.epochs for s in cfg.stages]
+            fd.write_state(state)
     module = SaltModule(model, cfg)
     started = time.time()
-    total_epochs = sum(s.epochs for s in cfg.stages)
     budget = cfg.train.max_minutes * 60 if cfg.train.max_minutes else None
     guard_reason, failed = None, False
     is_zero = True
@@ -203,6 +217,8 @@ def train_fold(
             max_seconds = (
                 max(budget - spent, 1) * stage.epochs / max(sum(s.epochs for s in cfg.stages[si:]), 1)
             )
+        if max_seconds is not None and cfg.train.rescale_epochs and state.epochs is not None:
+            extra.append(StageBudgetRefit(stage, max_seconds, _recorder(fd, state, si)))
         trainer = build_trainer(
             cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress, validate=validate
         )
@@ -252,6 +268,7 @@ def train_fold(
         if swa_path is not None:
             members = [swa_path] if cfg.swa.replace else [*members, swa_path]
     index = -1 if fold is None else fold  # a refit's summary says fold -1
+    total_epochs = sum(s.epochs for s in cfg.stages)  # after the stages' budget re-fits
     summary = finish_fold(cfg, tiles, val_idx, index, fd, members, state, total_epochs, guard_reason, failed)
     state.status, state.reason = summary.status, guard_reason
     fd.write_state(state)

@@ -46,7 +46,8 @@ def refit_config(
 ) -> ExperimentConfig:
     """``cfg`` for a refit on ``n_all`` tiles: the same stages, with the epochs of the median fold of
     ``epochs`` (the folds' own, see :func:`fold_epochs`; default the config's); the folds' time cap
-    (``train.max_minutes``, fitted to ``n_fold_train`` tiles) grown with the training set."""
+    (``train.max_minutes``, fitted to ``n_fold_train`` tiles) grown with the training set, as a cap only
+    (no re-fit of the epochs to it)."""
     out = (
         with_stage_epochs(cfg, sorted(epochs, key=sum)[(len(epochs) - 1) // 2])
         if epochs
@@ -54,6 +55,7 @@ def refit_config(
     )
     if out.train.max_minutes is not None:
         out.train.max_minutes = out.train.max_minutes * n_all / max(n_fold_train, 1)
+    out.train.rescale_epochs = False  # the folds' epochs, not a re-fit to the cap: the cap is a safety net
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -58,6 +59,22 @@ def build_scheduler(
         return main
     # (step + 1) / warm of the first LR at steps 0 .. warm - 1, then the main schedule
     return sched.SequentialLR(optimizer, [ramp, main], milestones=[warm])
+
+
+def build_scheduler_at(
+    cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: float, done: int
+) -> LRScheduler:
+    """:func:`build_scheduler` over ``total_steps``, advanced ``done`` steps: the schedule a stage
+    continues with when its length changes after ``done`` optimiser steps (the budget's re-fit). The
+    optimiser's LR is left where that schedule puts it at step ``done``."""
+    for group in optimizer.param_groups:  # the schedule is built on the stage's LR, not today's
+        group["lr"] = group.get("initial_lr", group["lr"])
+    scheduler = build_scheduler(cfg, optimizer, total_steps, steps_per_epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # SequentialLR's milestone step(0) is "deprecated"
+        for _ in range(done):
+            scheduler.step()
+    return scheduler
 
 
 def noam_multiplier(warmup_steps: int) -> Callable[[int], float]:

@@ -65,7 +65,8 @@ def build_trainer(
         save_on_train_epoch_end=not validate,
         enable_version_counter=False,
     )
-    cbs = [ckpt, LearningRateMonitor(logging_interval="epoch"), EpochSeed(cfg.seed, stage_index), *callbacks]
+    # the LR monitor last: it logs each epoch's LR after a budget re-fit may have rebuilt the schedule
+    cbs = [ckpt, EpochSeed(cfg.seed, stage_index), *callbacks, LearningRateMonitor(logging_interval="epoch")]
     if progress:
         cbs.append(RichProgressBar(leave=True))
     loggers = [
