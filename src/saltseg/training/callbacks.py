@@ -21,8 +21,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from saltseg.artifacts import names
 from saltseg.checkpoints import save_weights
-from saltseg.training.config import StageConfig
 from saltseg.training.budget import REFIT_EPOCH, epochs_to_fill
+from saltseg.training.config import StageConfig
 from saltseg.training.schedules import build_scheduler_at, cycle_of_epoch
 
 
