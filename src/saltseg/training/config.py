@@ -186,7 +186,9 @@ class TrainConfig(_Strict):
         rescale_epochs: With ``max_minutes``: scale the stage epochs of each fold after the first so that
             it fills the budget at the seconds per epoch the run's finished folds measured (set by a
             budget fit: a machine that slows down mid-run keeps each fold's schedule whole instead of
-            having it cut by the cap). Single-process runs only.
+            having it cut by the cap), and each stage re-fits its own epochs once, from the wall time
+            of its second epoch, rebuilding its LR schedule over the new length (the budget fit's few
+            timed steps can be 20-30% off). Single-process runs only.
         limit_train_batches: Fraction or count of training batches per epoch (quick trials).
     """
 
