@@ -40,6 +40,8 @@ class DataConfig(_Strict):
             ``pretrain_stages`` on labelled + pseudo tiles and the later stages on labelled tiles only.
         pretrain_stages: Number of leading stages that see pseudo-labels in ``pretrain`` mode.
         skip_missing: Train on the complete tiles when some lack their image or mask (else an error).
+        small_salt_weight: Draw the training tiles with (0, 10%] salt this many times as often as the
+            others (with replacement, epochs of the same length); 1 = a plain shuffle.
     """
 
     folds: int = Field(5, ge=2)
@@ -50,6 +52,7 @@ class DataConfig(_Strict):
     pseudo_mode: Literal["mix", "pretrain"] = "mix"
     pretrain_stages: int = Field(1, ge=1)
     skip_missing: bool = False
+    small_salt_weight: float = Field(1.0, gt=0, le=100)
 
 
 class OptimizerConfig(_Strict):

@@ -9,13 +9,15 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
 from saltseg.artifacts import names
 from saltseg.data.folds import make_folds
 from saltseg.data.tiles import TileSource, load_images, load_masks, open_dataset, read_image, read_mask
 from saltseg.errors import DataError
 from saltseg.metrics.kaggle import coverage
+
+SMALL_SALT = 0.10  # the (0, 10%] coverage class: the tiles a sampler weight can draw more often
 
 
 @dataclass
@@ -150,8 +152,18 @@ def load_pseudo_labels(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return images, load_masks([src.mask_path(i) for i in src.labelled_ids])
 
 
+def small_salt_weights(coverages: np.ndarray, weight: float) -> np.ndarray:
+    """Sampling weight of each tile: ``weight`` for tiles with (0, 10%] salt, 1 for all others."""
+    small = (coverages > 0) & (coverages <= SMALL_SALT)
+    return np.where(small, float(weight), 1.0)
+
+
 class SaltDataModule(L.LightningDataModule):
-    """Train/validation loaders of one fold, with optional pseudo-labelled tiles in training."""
+    """Train/validation loaders of one fold, with optional pseudo-labelled tiles in training.
+
+    ``small_salt_weight`` > 1 draws each epoch's training tiles with replacement, a tile with (0, 10%] salt
+    that many times as often as any other (the epoch keeps its length); 1 is a plain shuffle.
+    """
 
     def __init__(
         self,
@@ -162,12 +174,14 @@ class SaltDataModule(L.LightningDataModule):
         transform: Transform | None,
         num_workers: int = 0,
         pseudo: tuple[np.ndarray, np.ndarray] | None = None,
+        small_salt_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.tiles, self.train_idx, self.val_idx = tiles, train_idx, val_idx
         self.batch_size, self.transform, self.num_workers = batch_size, transform, num_workers
         self.pseudo = pseudo
         self.use_pseudo = pseudo is not None
+        self.small_salt_weight = small_salt_weight
 
     def _subset(self, idx: np.ndarray, transform: Transform | None) -> TileDataset:
         t = self.tiles
@@ -190,11 +204,28 @@ class SaltDataModule(L.LightningDataModule):
         """Validation tiles of the fold (never augmented, never pseudo-labelled)."""
         return self._subset(self.val_idx, None)
 
+    def train_coverages(self) -> np.ndarray:
+        """Salt coverage of each training tile, in :meth:`train_dataset`'s order (soft masks cut at 0.5)."""
+        covs = [self.tiles.coverages()[self.train_idx]]
+        if self.use_pseudo and self.pseudo is not None:
+            masks = self.pseudo[1]
+            covs.append(coverage(masks > 127 if masks.dtype == np.uint8 else masks))
+        return np.concatenate(covs)
+
+    def train_sampler(self) -> WeightedRandomSampler | None:
+        """The weighted sampler of the training tiles, or None (a plain shuffle) at weight 1."""
+        if self.small_salt_weight == 1.0:
+            return None
+        weights = small_salt_weights(self.train_coverages(), self.small_salt_weight)
+        return WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(weights), replacement=True)
+
     def train_dataloader(self) -> DataLoader:
+        sampler = self.train_sampler()
         return DataLoader(
             self.train_dataset(),
             batch_size=self.batch_size,
-            shuffle=True,
+            shuffle=sampler is None,
+            sampler=sampler,
             drop_last=True,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -40,6 +40,7 @@ def build_datamodule(
         build_transforms(cfg.augment),
         resolve_num_workers(cfg),
         pseudo,
+        cfg.data.small_salt_weight,
     )
 
 
