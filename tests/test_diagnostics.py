@@ -21,6 +21,7 @@ from saltseg.cli import main
 from saltseg.diagnostics.report import (
     COMPARE_IDS,
     SECTION_IDS,
+    _missed_sizes,
     build_report,
     empty_confusion,
     pick_tiles,
@@ -178,6 +179,20 @@ def test_threshold_confusion_and_tile_picks() -> None:
     worst, best = pick_tiles(scores, truth, pred, 2)
     assert worst.tolist() == [3, 2]  # grouped by kind: the false mask, then the missed salt
     assert best.tolist() == [1, 0]  # a perfect salt tile before a trivially right empty one
+
+
+def test_missed_salt_is_sized() -> None:
+    truth = np.zeros((4, 10, 10), bool)
+    truth[0, :1, :3] = True  # 3 px, missed
+    truth[1, :2, :4] = True  # 8 px, missed
+    truth[2, :5] = True  # 50 px, found
+    pred = np.zeros_like(truth)
+    pred[2, :4] = True
+    assert _missed_sizes(truth, pred) == (
+        "2 of them with at most 10% salt; the missed hold a median 6 px of salt, "
+        "the tiles predicted with salt 50 px"
+    )
+    assert _missed_sizes(truth, truth) is None
 
 
 # -------------------------------------------------------------------------------------------------- show

@@ -487,8 +487,27 @@ def _oof_view(run: RunInfo, oof: _Oof, sid) -> dict[str, Any]:
         "head_agreement": head_agreement,
         "false_masks": conf[(False, True)][0],
         "missed": conf[(True, False)][0],
+        "missed_sizes": _missed_sizes(oof.truth, pred),
         "galleries": galleries,
     }
+
+
+def _missed_sizes(truth: np.ndarray, pred: np.ndarray) -> str | None:
+    """How big the missed salt is: how many missed tiles hold at most 10% salt, and the median true salt
+    area of the missed tiles against that of the tiles predicted with salt; None when none is missed."""
+    n = len(truth)
+    area = truth.reshape(n, -1).sum(axis=1)
+    found = pred.reshape(n, -1).any(axis=1)
+    missed = (area > 0) & ~found
+    if not missed.any():
+        return None
+    small = int((missed & (area <= 0.10 * truth[0].size)).sum())
+    median = float(np.median(area[missed]))
+    text = f"{small} of them with at most 10% salt; the missed hold a median {median:.0f} px of salt"
+    hit = (area > 0) & found
+    if hit.any():
+        text += f", the tiles predicted with salt {np.median(area[hit]):.0f} px"
+    return text
 
 
 def _run_view(run: RunInfo, index: int, oof: _Oof | None) -> dict[str, Any]:
