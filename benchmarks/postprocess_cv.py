@@ -17,22 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from saltseg.artifacts import OutOfFold
 from saltseg.inference.postprocess import apply_postprocess
 from saltseg.inference.tune import load_oof, tune_postprocess
-from saltseg.metrics.kaggle import kaggle_scores
-
-
-def subset(oof: OutOfFold, keep: np.ndarray) -> OutOfFold:
-    """The tiles ``keep`` (bool) of ``oof``."""
-    return OutOfFold(
-        [i for i, k in zip(oof.ids, keep, strict=True) if k],
-        oof.probs[keep],
-        oof.truth[keep],
-        None if oof.salt is None else oof.salt[keep],
-        None if oof.images is None else oof.images[keep],
-        None if oof.fold is None else oof.fold[keep],
-    )
+from saltseg.metrics.kaggle import SMALL_SALT_CLASS, coverage_class, kaggle_scores
 
 
 def main() -> None:
@@ -42,13 +29,12 @@ def main() -> None:
     args = ap.parse_args()
     oof = load_oof(args.run)
     assert oof.fold is not None and oof.probs is not None
-    cov = oof.truth.reshape(len(oof.truth), -1).mean(axis=1)
-    small = (cov > 0) & (cov <= 0.1)
-    scores = {"without seeds": np.zeros(len(cov)), "with seeds": np.zeros(len(cov))}
+    small = coverage_class(oof.truth) == SMALL_SALT_CLASS
+    scores = {"without seeds": np.zeros(len(small)), "with seeds": np.zeros(len(small))}
     folds = []
     for k in np.unique(oof.fold):
         held = oof.fold == k
-        rest, test = subset(oof, ~held), subset(oof, held)
+        rest, test = oof.take(np.flatnonzero(~held)), oof.take(np.flatnonzero(held))
         row: dict = {"fold": int(k), "tiles": int(held.sum())}
         for name, seeds in (("without seeds", False), ("with seeds", True)):
             t0 = time.time()
@@ -69,7 +55,7 @@ def main() -> None:
             "command": f"python benchmarks/postprocess_cv.py {args.run}",
             "date": datetime.now(timezone.utc).isoformat(timespec="minutes"),
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-            "tiles": len(cov),
+            "tiles": len(small),
             "folds": folds,
             "leave_one_fold_out": summary,
         }

@@ -24,7 +24,7 @@ import numpy as np
 from saltseg.artifacts import OutOfFold, PostprocessConfig
 from saltseg.inference.postprocess import apply_postprocess
 from saltseg.inference.tune import load_oof, tune_postprocess
-from saltseg.metrics.kaggle import coverage, kaggle_scores
+from saltseg.metrics.kaggle import SMALL_SALT_CLASS, coverage, coverage_class, kaggle_scores
 
 RESCUE_MAX_PROB = (0.2, 0.3, 0.4, 0.5, 0.6)
 RESCUE_RATIO = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -45,12 +45,11 @@ def tuned_masks(oof: OutOfFold, cfg: PostprocessConfig) -> np.ndarray:
     return apply_postprocess(oof.probs, cfg, oof.images, oof.salt)
 
 
-def where_lost(oof: OutOfFold, cfg: PostprocessConfig) -> dict:
-    """Why each small-salt tile scores what it does under ``cfg``."""
+def where_lost(oof: OutOfFold, cfg: PostprocessConfig, masks: np.ndarray) -> dict:
+    """Why each small-salt tile scores what it does under ``cfg``, whose ``masks`` are given."""
     n = len(oof.ids)
     cov = coverage(oof.truth)
-    small = (cov > 0) & (cov <= 0.10)
-    masks = tuned_masks(oof, cfg)
+    small = coverage_class(oof.truth) == SMALL_SALT_CLASS
     predicted = masks.reshape(n, -1).any(axis=1)
     above = (oof.probs > cfg.threshold).reshape(n, -1).any(axis=1)
     inter = (masks & oof.truth).reshape(n, -1).sum(axis=1)
@@ -91,8 +90,7 @@ def main() -> None:
     oof = load_oof(args.run)
     assert oof.fold is not None and oof.probs is not None
     n = len(oof.ids)
-    cov = coverage(oof.truth)
-    small = (cov > 0) & (cov <= 0.10)
+    small = coverage_class(oof.truth) == SMALL_SALT_CLASS
     plain, rescued = np.zeros(n), np.zeros(n)
     folds = []
     for k in np.unique(oof.fold):
@@ -120,7 +118,7 @@ def main() -> None:
                 "rescue_gain_on_the_other_folds": round(float(gains[best] - base_score), 4),
                 "held_out_score": round(float(plain[held].mean()), 4),
                 "held_out_score_with_rescue": round(float(rescued[held].mean()), 4),
-                "where_small_salt_is_lost": where_lost(test, cfg),
+                "where_small_salt_is_lost": where_lost(test, cfg, test_masks),
             }
         )
         print(json.dumps(folds[-1]), flush=True)

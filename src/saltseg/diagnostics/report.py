@@ -29,7 +29,7 @@ from markupsafe import Markup
 from saltseg.artifacts import names
 from saltseg.diagnostics.runs import RunInfo, member_runs, open_run
 from saltseg.errors import SaltsegError
-from saltseg.metrics.kaggle import coverage, kaggle_scores, score_breakdown
+from saltseg.metrics.kaggle import SMALL_SALT_CLASS, coverage, coverage_class, kaggle_scores, score_breakdown
 from saltseg.training.study import StudyReport, is_study_dir, read_study
 from saltseg.utils.io import atomic_write
 
@@ -501,7 +501,7 @@ def _missed_sizes(truth: np.ndarray, pred: np.ndarray) -> str | None:
     missed = (area > 0) & ~found
     if not missed.any():
         return None
-    small = int((missed & (area <= 0.10 * truth[0].size)).sum())
+    small = int((missed & (coverage_class(truth) == SMALL_SALT_CLASS)).sum())
     median = float(np.median(area[missed]))
     text = f"{small} of them with at most 10% salt; the missed hold a median {median:.0f} px of salt"
     hit = (area > 0) & found

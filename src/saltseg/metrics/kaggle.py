@@ -22,6 +22,7 @@ COVERAGE_BINS: tuple[tuple[str, float, float], ...] = (
     ("(50,75%]", 0.50, 0.75),
     ("(75,100%]", 0.75, 1.0),
 )
+SMALL_SALT_CLASS = 1  # index of "(0,10%]" in COVERAGE_BINS: the tiles with little salt
 DEPTH_BANDS: tuple[tuple[str, float, float], ...] = (
     ("z<200", -np.inf, 200),
     ("200-400", 200, 400),
@@ -93,7 +94,12 @@ def coverage(masks: np.ndarray) -> np.ndarray:
 
 def coverage_class(masks: np.ndarray) -> np.ndarray:
     """Index into :data:`COVERAGE_BINS` for each mask (0 = empty)."""
-    cov = coverage(masks)
+    return coverage_class_of(coverage(masks))
+
+
+def coverage_class_of(cov: np.ndarray) -> np.ndarray:
+    """Index into :data:`COVERAGE_BINS` for each salt fraction in ``cov`` (0 = empty)."""
+    cov = np.asarray(cov)
     out = np.zeros(cov.shape, dtype=np.int64)
     for i, (_, lo, hi) in enumerate(COVERAGE_BINS[1:], start=1):
         out[(cov > lo) & (cov <= hi)] = i

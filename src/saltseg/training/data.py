@@ -15,9 +15,7 @@ from saltseg.artifacts import names
 from saltseg.data.folds import make_folds
 from saltseg.data.tiles import TileSource, load_images, load_masks, open_dataset, read_image, read_mask
 from saltseg.errors import DataError
-from saltseg.metrics.kaggle import coverage
-
-SMALL_SALT = 0.10  # the (0, 10%] coverage class: the tiles a sampler weight can draw more often
+from saltseg.metrics.kaggle import SMALL_SALT_CLASS, coverage, coverage_class_of
 
 
 @dataclass
@@ -154,8 +152,7 @@ def load_pseudo_labels(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def small_salt_weights(coverages: np.ndarray, weight: float) -> np.ndarray:
     """Sampling weight of each tile: ``weight`` for tiles with (0, 10%] salt, 1 for all others."""
-    small = (coverages > 0) & (coverages <= SMALL_SALT)
-    return np.where(small, float(weight), 1.0)
+    return np.where(coverage_class_of(coverages) == SMALL_SALT_CLASS, float(weight), 1.0)
 
 
 class SaltDataModule(L.LightningDataModule):
