@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from saltseg.checkpoints import load_model
 from saltseg.inference.tta import predict_batch
-from saltseg.metrics.kaggle import kaggle_scores
+from saltseg.metrics.kaggle import SMALL_SALT_CLASS, coverage_class_of, kaggle_scores
 from saltseg.training.data import LabelledTiles
 
 TILE = 101
@@ -57,7 +57,7 @@ def main() -> None:
             parts = [shifted_probs(model, x[b : b + 64], dy, dx, s + 2) for b in range(0, len(x), 64)]
             probs[name] = torch.cat(parts).numpy()
     cov = truth.mean((1, 2))
-    small = (cov > 0) & (cov <= 0.1)
+    small = coverage_class_of(cov) == SMALL_SALT_CLASS
     views = {
         "flip": ["none"],
         "flip + 4 shifts": list(shifts),
