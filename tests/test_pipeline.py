@@ -266,6 +266,45 @@ def test_a_stage_refits_its_epochs_to_the_speed_its_second_epoch_measured(
     assert cfg.stages[0].epochs == planned  # the caller's config is untouched
 
 
+def test_epochs_to_fill_counts_a_validation_only_where_one_runs() -> None:
+    from saltseg.training.budget import epochs_to_fill
+
+    def odd_and_last(epoch: int, epochs: int) -> bool:
+        return epoch % 2 == 1 or epoch == epochs - 1
+
+    # 93 s, 10 s of training per epoch and 5 s per validation: 7 epochs validate 1, 3, 5, 6 (90 s);
+    # 8 would validate 1, 3, 5, 7 (100 s). Validating every epoch, only 6 fit.
+    assert epochs_to_fill(100, 0, 10, 0, val_s=5, validates=odd_and_last) == 7
+    assert epochs_to_fill(100, 0, 15, 0) == epochs_to_fill(100, 0, 10, 0, val_s=5) == 6
+    assert epochs_to_fill(100, 95, 10, 2, val_s=5, validates=odd_and_last) == 3  # out of time: one more
+
+
+def test_a_stage_with_sparse_validation_refits_to_its_training_and_validation_times(
+    pipe_data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``train.val_every: 2`` the re-fit times the second epoch's validation apart from its
+    training and counts it only for the epochs that validate. Fake clock, 10 s per reading: training
+    starts at 0, epoch 0 at 10, epoch 1 at 20, its validation from 30 to 40, epoch 2 at 50: 20 s of
+    training and 10 s of validation per epoch. Stage 0 has 4/5 of 5 minutes: 0.93 * 240 - 50 = 173.2 s
+    left, which 6 more epochs fill (3, 5, 6, 7 validate: 160 s), where 5 would fill at 30 s each."""
+    import itertools
+
+    from saltseg.artifacts import RunDir
+    from saltseg.training.callbacks import StageBudgetRefit
+    from saltseg.training.train import train_run
+
+    ticks = itertools.count(0, 10.0)
+    monkeypatch.setattr(StageBudgetRefit, "clock", staticmethod(lambda: float(next(ticks))))
+    data, cfg_path = pipe_data
+    cfg = load_config(
+        cfg_path,
+        ["train.max_minutes=5", "train.rescale_epochs=true", "stages.0.epochs=4", "train.val_every=2"],
+    )
+    run = tmp_path / "run"
+    assert train_run(cfg, data, run, folds_to_run=[0], progress=False) is not None
+    assert RunDir(run).fold(0).read_state().epochs == [8, 1]
+
+
 def test_budget_fit_reads_tiles_from_disk_with_the_cache_off(pipe_data: tuple[Path, Path]) -> None:
     """Issue 12: ``data.cache: false`` crashed ``pipeline --minutes`` with a TypeError in the budget fit."""
     from saltseg.training.budget import fit_epochs_to_budget

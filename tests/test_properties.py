@@ -415,3 +415,38 @@ def test_kaggle_metric_counts_thresholds_strictly_below_the_iou(pair: tuple[np.n
         assert score == pytest.approx(hits / len(THRESHOLDS))
         if not t.any() or not p.any():
             assert score == 0.0  # one empty, the other not
+
+
+@FAST
+@given(
+    every=st.integers(1, 6),
+    tail=st.floats(0.0, 1.0),
+    done=st.integers(0, 5),
+    epochs=st.integers(1, 80),
+    epoch_s=st.floats(0.5, 20.0),
+    val_s=st.floats(0.0, 20.0),
+    seconds=st.floats(1.0, 2000.0),
+)
+def test_sparse_validation_plan_and_the_epochs_it_fills(
+    every: int, tail: float, done: int, epochs: int, epoch_s: float, val_s: float, seconds: float
+) -> None:
+    """The rule ``train.val_every`` follows: the last epoch always validates, and a stage one epoch
+    longer validates at least as often among the epochs from ``done`` on, so the cost of a length grows
+    with it; ``epochs_to_fill`` returns the longest length whose cost fits."""
+    from saltseg.training.budget import FILL, epochs_to_fill
+    from saltseg.training.config import TrainConfig
+
+    plan = TrainConfig(val_every=every, val_dense_tail=tail)
+    assert plan.validates(epochs - 1, epochs)
+    start = min(done, epochs - 1)
+    count = sum(plan.validates(e, epochs) for e in range(start, epochs))
+    assert sum(plan.validates(e, epochs + 1) for e in range(start, epochs + 1)) >= count
+
+    def cost(total: int) -> float:
+        return sum(epoch_s + (val_s if plan.validates(e, total) else 0.0) for e in range(done, total))
+
+    got = epochs_to_fill(seconds, 0.0, epoch_s, done, val_s, plan.validates)
+    assert got >= done + 1
+    left = seconds * FILL
+    assert got == done + 1 or cost(got) <= left
+    assert cost(got + 1) > left

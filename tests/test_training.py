@@ -547,3 +547,58 @@ def test_train_compile_compiles_the_model_in_place() -> None:
     assert getattr(plain.model, "_compiled_call_impl", None) is None
     assert compiled.model._compiled_call_impl is not None
     assert list(compiled.state_dict()) == list(plain.state_dict())
+
+
+def test_sparse_validation_validates_only_the_planned_epochs_and_keeps_swa_weights(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """``train.val_every: 3`` on 8 epochs with a dense tail of 0.25: validations after epochs 1 and 4
+    (0-based: the second, then every third) and each of the last 2 (6, 7); the best model comes from one
+    of them, and the SWA epochs of an unvalidated epoch are kept all the same."""
+    cfg = tiny_config(
+        stages=[
+            {
+                "name": "s0",
+                "epochs": 8,
+                "loss": {"name": "bce_dice"},
+                "optimizer": {"name": "adam", "lr": 0.003},
+                "schedule": {"name": "cosine"},
+            }
+        ],
+        train={"val_every": 3, "val_dense_tail": 0.25, "limit_train_batches": 1},
+        swa={"enabled": True, "members": "last", "k": 3, "replace": False},
+    )
+    run = tmp_path / "run"
+    assert train(write_config(tmp_path, "sparse", cfg), data_dir, run) == 0
+    fold = run / "fold0"
+    validated = sorted({int(r["epoch"]) for r in metrics_rows(fold) if r.get("val_score")})
+    assert validated == [1, 4, 6, 7]
+    assert read_metadata(fold / "best.safetensors")[1]["epoch"] in {1, 4, 6, 7}
+    swa = sorted(p.name for p in (fold / "swa").glob("*.safetensors"))
+    assert swa == ["epoch0005.safetensors", "epoch0006.safetensors", "epoch0007.safetensors"]
+    summary = json.loads((fold / "summary.json").read_text())
+    assert summary["epochs"] == 8
+
+
+def test_sparse_validation_rule_and_its_config_errors(tmp_path: Path) -> None:
+    from saltseg.errors import ConfigError
+    from saltseg.training.config import TrainConfig
+
+    every = TrainConfig()
+    assert all(every.validates(e, 10) for e in range(10))
+    sparse = TrainConfig(val_every=4, val_dense_tail=0.3)
+    # the second epoch, every fourth after it, the last ceil(0.3 * 20) = 6
+    assert [e for e in range(20) if sparse.validates(e, 20)] == [1, 5, 9, 13, 14, 15, 16, 17, 18, 19]
+    no_tail = TrainConfig(val_every=4, val_dense_tail=0.0)
+    assert [e for e in range(10) if no_tail.validates(e, 10)] == [1, 5, 9]  # the last epoch always
+    plateau = tiny_config(
+        stages=[{"name": "s0", "epochs": 2, "schedule": {"name": "plateau"}}], train={"val_every": 2}
+    )
+    with pytest.raises(ConfigError, match=r"plateau.*train\.val_every"):
+        load_config(write_config(tmp_path, "plateau", plateau))
+    snaps = tiny_config(train={"val_every": 2})
+    snaps["stages"][0]["snapshots"] = True
+    with pytest.raises(ConfigError, match=r"snapshots.*train\.val_every"):
+        load_config(write_config(tmp_path, "snaps", snaps))
+    with pytest.raises(ConfigError, match="val_every"):
+        load_config(write_config(tmp_path, "zero", tiny_config(train={"val_every": 0})))

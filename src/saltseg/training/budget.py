@@ -13,6 +13,7 @@ real speed by 10-20% on a 2-core CPU, which left minutes of a 30-minute budget u
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -50,7 +51,8 @@ def measure_epoch_seconds(
     cfg: ExperimentConfig, tiles: LabelledTiles, n_train: int, n_val: int, steps: int = 5
 ) -> BudgetFit:
     """Time ``cfg``'s model: seconds per training step with each stage's loss, per augmented tile and
-    per epoch (training + validation with ``val_tta``), on the device and precision training will use."""
+    per epoch (training + validation with ``val_tta``, in the share of epochs ``train.val_every`` validates),
+    on the device and precision training will use."""
     from saltseg.augment import build_transforms
     from saltseg.losses import create_loss
     from saltseg.models import create_model
@@ -105,11 +107,18 @@ def measure_epoch_seconds(
         aug(x[i % len(idx)], y[i % len(idx)])
     aug_s = (time.perf_counter() - t0) / 64
     val_s = n_val * infer * (2 if cfg.train.val_tta else 1)
+    # with train.val_every > 1 only some epochs validate: their share at each stage's planned length
+    val_share = [
+        sum(cfg.train.validates(e, s.epochs) for e in range(s.epochs)) / max(s.epochs, 1) for s in cfg.stages
+    ]
     # worker processes augment the next batches while the model trains on this one
     workers = resolve_num_workers(cfg)
     per_step = [max(s, bs * aug_s / workers) if workers else s + bs * aug_s for s in step_s]
     # at least one step: Lightning drops the last partial batch, but a tiny fold still costs a step
-    epoch_s = [max(1, n_train // bs) * s * LOOP_OVERHEAD + val_s for s in per_step]
+    epoch_s = [
+        max(1, n_train // bs) * s * LOOP_OVERHEAD + val_s * share
+        for s, share in zip(per_step, val_share, strict=True)
+    ]
     return BudgetFit(
         [round(s, 4) for s in step_s],
         round(aug_s, 5),
@@ -172,8 +181,28 @@ def epochs_for_measured_speed(cfg: ExperimentConfig, finished: list[FoldSummary]
     return [max(1, round(s.epochs * scale)) for s in cfg.stages]
 
 
-def epochs_to_fill(seconds: float, elapsed: float, epoch_s: float, done: int) -> int:
+def epochs_to_fill(
+    seconds: float,
+    elapsed: float,
+    epoch_s: float,
+    done: int,
+    val_s: float = 0.0,
+    validates: Callable[[int, int], bool] | None = None,
+) -> int:
     """Epochs in all that fill ``FILL`` of a stage's ``seconds`` when its first ``done`` epochs took
-    ``elapsed`` seconds and each further one takes ``epoch_s``; at least ``done + 1``."""
+    ``elapsed`` seconds and each further one takes ``epoch_s``, plus ``val_s`` where
+    ``validates(epoch, epochs)`` says it validates (every epoch without it); at least ``done + 1``."""
     left = seconds * FILL - elapsed
-    return done + max(1, int(left // max(epoch_s, 1e-9)))
+    if validates is None or epoch_s <= 0:
+        return done + max(1, int(left // max(epoch_s + val_s, 1e-9)))
+
+    def cost(total: int) -> float:
+        return sum(epoch_s + (val_s if validates(e, total) else 0.0) for e in range(done, total))
+
+    # the largest length that fits (the cost grows with the length: each epoch added costs its training
+    # and its validation, and the dense tail moving later un-validates at most one earlier epoch)
+    low, high = done + 1, done + 1 + max(0, int(left // epoch_s))
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if cost(mid) <= left else (low, mid - 1)
+    return low

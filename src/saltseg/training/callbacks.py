@@ -139,7 +139,9 @@ class SnapshotKeeper(L.Callback):
     epoch weights of the stage (``swa/epoch{e}.safetensors``) when SWA over last epochs is on.
 
     Without validation (``validated=False``, a refit on every tile) there is no best: after each
-    training epoch the last epoch of each cycle is the snapshot, and the SWA epochs are kept the same."""
+    training epoch the last epoch of each cycle is the snapshot, and the SWA epochs are kept the same.
+    An epoch that ``validates(epoch, epochs)`` (``train.val_every``) leaves unvalidated keeps its SWA
+    weights after training."""
 
     def __init__(
         self,
@@ -149,8 +151,10 @@ class SnapshotKeeper(L.Callback):
         best_score: float,
         swa_k: int = 0,
         validated: bool = True,
+        validates: Callable[[int, int], bool] | None = None,
     ) -> None:
         self.fold_dir, self.stage_index, self.stage = fold_dir, stage_index, stage
+        self.validates = validates
         self.best_score = best_score
         self.best_epoch: int | None = None
         self.cycle_best: dict[int, float] = {}
@@ -191,6 +195,9 @@ class SnapshotKeeper(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.validated:
+            epoch = trainer.current_epoch
+            if self.validates is not None and not self.validates(epoch, self.stage.epochs):
+                self._keep_swa(trainer, pl_module, {"stage": self.stage_index, "epoch": epoch})
             return
         # no validation: the latest epoch of a cycle is its snapshot (its "score" is the epoch index)
         epoch = trainer.current_epoch
@@ -211,7 +218,13 @@ class SnapshotKeeper(L.Callback):
                         cycle=cycle,
                         **info,
                     )
+        self._keep_swa(trainer, pl_module, info)
+
+    def _keep_swa(self, trainer: L.Trainer, pl_module: L.LightningModule, info: dict) -> None:
+        """The epoch's weights when it is one of the stage's last ``swa_k``."""
+        epoch = trainer.current_epoch
         if self.swa_k and epoch >= self.stage.epochs - self.swa_k and trainer.is_global_zero:
+            model = pl_module.model  # type: ignore[attr-defined]
             save_weights(model, self.fold_dir / names.SWA_DIR / f"epoch{epoch:04d}.safetensors", **info)
 
 
@@ -281,15 +294,27 @@ class StageBudgetRefit(L.Callback):
     ends with the budget instead of minutes early (or cut short by the time cap), whatever the budget
     fit's few timed steps got wrong. ``on_refit(epochs)`` is told the new count (the fold's state keeps
     it, so a resume trains the same). Only a stage that starts at its first epoch in one process: a
-    resumed stage keeps the epochs it has, and DDP ranks could measure different speeds."""
+    resumed stage keeps the epochs it has, and DDP ranks could measure different speeds.
+
+    With ``validates`` (``train.val_every`` > 1) the second epoch's validation is timed apart from its
+    training, and the re-fit counts a validation only for the epochs that will run one."""
 
     #: the wall clock (a test gives a fake one)
     clock: Callable[[], float] = staticmethod(time.monotonic)
 
-    def __init__(self, stage: StageConfig, seconds: float, on_refit: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        stage: StageConfig,
+        seconds: float,
+        on_refit: Callable[[int], None],
+        validates: Callable[[int, int], bool] | None = None,
+    ) -> None:
         self.stage, self.seconds, self.on_refit = stage, seconds, on_refit
+        self.validates = validates
         self._started: float | None = None
         self._epoch_started: dict[int, float] = {}
+        self._val_started: float | None = None
+        self._val_s: dict[int, float] = {}  # validation seconds of the epochs before the re-fit
         self.planned: int | None = None  # the epochs before a re-fit changed them
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -303,8 +328,10 @@ class StageBudgetRefit(L.Callback):
         self._epoch_started[epoch] = now
         if epoch != REFIT_EPOCH + 1:
             return
+        epoch_s = now - self._epoch_started[REFIT_EPOCH]
+        val_s = self._val_s.get(REFIT_EPOCH, 0.0)
         epochs = epochs_to_fill(
-            self.seconds, now - self._started, now - self._epoch_started[REFIT_EPOCH], epoch
+            self.seconds, now - self._started, epoch_s - val_s, epoch, val_s, self.validates
         )
         self._started = None  # once per stage
         if epochs == self.stage.epochs:
@@ -318,3 +345,28 @@ class StageBudgetRefit(L.Callback):
                 self.stage.schedule, config.scheduler.optimizer, total, per_epoch, trainer.global_step
             )
         self.on_refit(epochs)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.validates is not None and self._started is not None and not trainer.sanity_checking:
+            self._val_started = self.clock()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val_started is not None:
+            self._val_s[trainer.current_epoch] = self.clock() - self._val_started
+            self._val_started = None
+
+
+class ValidationSchedule(L.Callback):
+    """Runs the validation loop only after the epochs that ``validates(epoch, stage.epochs)`` names
+    (``train.val_every``), decided at each epoch's start, so that a budget re-fit of the stage's length
+    (a :class:`StageBudgetRefit` placed before this callback) moves the dense tail with it."""
+
+    #: ``check_val_every_n_epoch`` of an epoch that does not validate: no epoch count divides it
+    NEVER = 2**31 - 1
+
+    def __init__(self, stage: StageConfig, validates: Callable[[int, int], bool]) -> None:
+        self.stage, self.validates = stage, validates
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        validate = self.validates(trainer.current_epoch, self.stage.epochs)
+        trainer.check_val_every_n_epoch = 1 if validate else self.NEVER

@@ -27,6 +27,7 @@ from saltseg.training.callbacks import (
     SnapshotKeeper,
     StageBudgetRefit,
     TrainingGuard,
+    ValidationSchedule,
 )
 from saltseg.training.config import ExperimentConfig, StageConfig
 from saltseg.training.data import LabelledTiles, load_pseudo_labels
@@ -169,6 +170,8 @@ def train_fold(
             "train.batch_size"
         )
     validate = val_idx.size > 0
+    # train.val_every > 1: only some epochs validate (a refit has no validation to thin out)
+    sparse = cfg.train.validates if validate and cfg.train.val_every > 1 else None
     if not validate and (cfg.train.early_stopping or any(s.schedule.name == "plateau" for s in cfg.stages)):
         raise SaltsegError(
             "training with no validation tiles (a refit) cannot use train.early_stopping or a 'plateau' "
@@ -204,12 +207,18 @@ def train_fold(
             if cfg.swa.enabled and cfg.swa.members == "last" and si == len(cfg.stages) - 1
             else 0,
             validated=validate,
+            validates=sparse,
         )
         guard = TrainingGuard(cfg.train.stall_epochs, state.best)
         extra: list[L.Callback] = [keeper, guard, *(callbacks or [])]
         if cfg.train.early_stopping:
             extra.append(
-                L.pytorch.callbacks.EarlyStopping("val_score", mode="max", patience=cfg.train.early_stopping)
+                L.pytorch.callbacks.EarlyStopping(
+                    "val_score",
+                    mode="max",
+                    patience=cfg.train.early_stopping,
+                    check_on_train_epoch_end=False if sparse else None,
+                )
             )
         max_seconds = None
         if budget is not None:
@@ -218,7 +227,9 @@ def train_fold(
                 max(budget - spent, 1) * stage.epochs / max(sum(s.epochs for s in cfg.stages[si:]), 1)
             )
         if max_seconds is not None and cfg.train.rescale_epochs and state.epochs is not None:
-            extra.append(StageBudgetRefit(stage, max_seconds, _recorder(fd, state, si)))
+            extra.append(StageBudgetRefit(stage, max_seconds, _recorder(fd, state, si), sparse))
+        if sparse is not None:  # after the re-fit, which may move the stage's end
+            extra.append(ValidationSchedule(stage, sparse))
         trainer = build_trainer(
             cfg, stage_dir, fold_dir, si, stage.epochs, extra, max_seconds, progress, validate=validate
         )

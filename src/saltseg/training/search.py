@@ -193,12 +193,14 @@ def check_space(base: dict[str, Any], overrides: list[str], space: list[ParamSpe
 class PruningReporter(L.Callback):
     """Report the validation score of every epoch to an Optuna trial; stop the trial when it is pruned.
 
-    Steps count epochs across all stages of the fold, so the pruner compares trials at equal epochs.
+    Steps count epochs across all stages of the fold, so the pruner compares trials at equal epochs
+    (also where ``train.val_every`` validates only some of them).
     """
 
     def __init__(self, trial: optuna.Trial, first_step: int = 0) -> None:
         self.trial = trial
-        self.step = first_step
+        self.first_step = first_step  # the epochs of the stages before this one
+        self.epochs = first_step  # epochs trained at the last report
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Report ``val_score``; raise :class:`optuna.TrialPruned` if the pruner says so."""
@@ -207,10 +209,14 @@ class PruningReporter(L.Callback):
         if trainer.sanity_checking or "val_score" not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics["val_score"])
-        self.trial.report(score, self.step)
-        self.step += 1
+        step = self.first_step + trainer.current_epoch
+        self.trial.report(score, step)
+        self.epochs = step + 1
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"validation score {score:.4f} at epoch {self.step} is behind")
+            raise optuna.TrialPruned(f"validation score {score:.4f} at epoch {self.epochs} is behind")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.first_step += trainer.current_epoch  # the next stage's epochs count on from this one's
 
 
 def _pruner(name: str) -> optuna.pruners.BasePruner:
@@ -397,10 +403,10 @@ def run_search(
             )
         except optuna.TrialPruned:
             record.update(
-                state="pruned", epochs=reporter.step, minutes=round((time.time() - started) / 60, 2)
+                state="pruned", epochs=reporter.epochs, minutes=round((time.time() - started) / 60, 2)
             )
             trial.set_user_attr("minutes", record["minutes"])
-            trial.set_user_attr("epochs", reporter.step)
+            trial.set_user_attr("epochs", reporter.epochs)
             write_json(run_dir / TRIAL_FILE, record)
             raise
         except Exception as exc:
