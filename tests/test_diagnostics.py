@@ -267,3 +267,25 @@ def test_runs_lists_run_score_and_failed_queue_entry(
     assert "tiny" in out and f"{score:.4f}" in out and "failed" in out and "running" in out
     assert out.index("tiny") < out.index("bad")
     assert main(["runs", str(tmp_path / "nothing")]) == 2
+
+
+def test_learning_curves_join_the_epochs_that_validated() -> None:
+    """With ``train.val_every`` only some epochs log a validation: the score line joins those points
+    instead of leaving each one alone between gaps (NaN)."""
+    from saltseg.diagnostics.figures import learning_curves_figure
+    from saltseg.diagnostics.runs import StageCurve
+
+    nan = float("nan")
+    epochs = np.arange(6)
+    score = np.array([nan, 0.5, nan, nan, 0.6, 0.7])
+    values = {
+        "train_loss": np.linspace(1.0, 0.5, 6),
+        "val_loss": np.where(np.isfinite(score), 1 - score, nan),
+        "val_score": score,
+        "lr": np.full(6, 1e-3),
+    }
+    fig = learning_curves_figure([("fold 0", [StageCurve(0, "s0", "bce", epochs, values)], [])])
+    score_axis = fig.axes[1]
+    line = next(ln for ln in score_axis.get_lines() if ln.get_label() == "val score")
+    assert list(line.get_xdata()) == [1, 4, 5]
+    assert np.allclose(line.get_ydata(), [0.5, 0.6, 0.7])

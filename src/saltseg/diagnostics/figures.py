@@ -76,11 +76,23 @@ def learning_curves_figure(folds: list[tuple[str, list[StageCurve], list[Snapsho
             ax_loss.plot(
                 x, v["train_loss"], "o-", ms=3, color=COLORS["train"], label="train" if first else None
             )
+            # with train.val_every only some epochs validate: their points joined, not left as dots
+            seen = np.isfinite(v["val_score"]) | np.isfinite(v["val_loss"])
             ax_loss.plot(
-                x, v["val_loss"], "o-", ms=3, color=COLORS["val"], label="validation" if first else None
+                x[seen],
+                v["val_loss"][seen],
+                "o-",
+                ms=3,
+                color=COLORS["val"],
+                label="validation" if first else None,
             )
             ax_score.plot(
-                x, v["val_score"], "o-", ms=3, color=COLORS["score"], label="val score" if first else None
+                x[seen],
+                v["val_score"][seen],
+                "o-",
+                ms=3,
+                color=COLORS["score"],
+                label="val score" if first else None,
             )
             lr = v["lr"]
             if np.isfinite(lr).any():
