@@ -78,22 +78,11 @@ def learning_curves_figure(folds: list[tuple[str, list[StageCurve], list[Snapsho
             )
             # with train.val_every only some epochs validate: their points joined, not left as dots
             seen = np.isfinite(v["val_score"]) | np.isfinite(v["val_loss"])
-            ax_loss.plot(
-                x[seen],
-                v["val_loss"][seen],
-                "o-",
-                ms=3,
-                color=COLORS["val"],
-                label="validation" if first else None,
-            )
-            ax_score.plot(
-                x[seen],
-                v["val_score"][seen],
-                "o-",
-                ms=3,
-                color=COLORS["score"],
-                label="val score" if first else None,
-            )
+            for ax, key, color, label in (
+                (ax_loss, "val_loss", COLORS["val"], "validation"),
+                (ax_score, "val_score", COLORS["score"], "val score"),
+            ):
+                ax.plot(x[seen], v[key][seen], "o-", ms=3, color=color, label=label if first else None)
             lr = v["lr"]
             if np.isfinite(lr).any():
                 ax_lr.plot(x, lr, "o-", ms=3, color=COLORS["lr"])

@@ -194,14 +194,14 @@ class SnapshotKeeper(L.Callback):
         self._keep(trainer, pl_module, score, info)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        info = {"stage": self.stage_index, "epoch": epoch}
         if self.validated:
-            epoch = trainer.current_epoch
             if self.validates is not None and not self.validates(epoch, self.stage.epochs):
-                self._keep_swa(trainer, pl_module, {"stage": self.stage_index, "epoch": epoch})
+                self._keep_swa(trainer, pl_module, info)
             return
         # no validation: the latest epoch of a cycle is its snapshot (its "score" is the epoch index)
-        epoch = trainer.current_epoch
-        self._keep(trainer, pl_module, float(epoch), {"stage": self.stage_index, "epoch": epoch})
+        self._keep(trainer, pl_module, float(epoch), info)
 
     def _keep(self, trainer: L.Trainer, pl_module: L.LightningModule, score: float, info: dict) -> None:
         """The cycle's snapshot when ``score`` is its best so far, and the SWA epoch weights."""
